@@ -1,0 +1,173 @@
+"""What every backend provides, and the artifact directory they all write.
+
+A backend is a module in ``backends/`` exposing::
+
+    NAME: str                                   # "cpu", "gpu", "lava", ...
+    def available() -> str | None               # None when usable, else why not ("lava-nc not installed")
+    def unsupported(graph, hw) -> list[str]     # reasons it cannot run this quantized graph; [] when fine
+    def compile(graph, hw, out_dir) -> Artifact # writes out_dir (via write_artifact) and returns it
+    def load(out_dir) -> Artifact               # re-open a compiled directory
+
+An artifact is a directory holding ``manifest.json`` (backend, snnc version,
+target, graph hash, sha256 of every file) and the backend's files; it is
+written to a temporary sibling and renamed into place, so a failed compile
+never leaves a half-written directory behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from snnc import __version__
+from snnc.compiler import ir
+from snnc.runtime.raster import Raster
+
+MANIFEST = "manifest.json"
+GRAPH_FILE = "graph.npz"
+
+
+class ArtifactError(ValueError):
+    """An artifact directory is missing, tampered with or from another format."""
+
+
+class Artifact(Protocol):
+    """A compiled network that can be run."""
+
+    path: Path
+    manifest: Mapping[str, Any]
+    graph: ir.Graph
+
+    def run(self, stimulus: Mapping[str, np.ndarray], steps: int | None = None,
+            record_state: bool = False) -> dict[str, Raster]:
+        """Run on ``stimulus`` (input population -> 0/1 array (T, N) or (B, T, N)); a Raster per population."""
+        ...
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_artifact(out_dir: str | Path, backend: str, graph: ir.Graph, target: str,
+                   files: Mapping[str, bytes], extra: Mapping[str, Any] | None = None) -> Path:
+    """Atomically create ``out_dir`` with ``graph.npz``, ``files`` and a manifest.
+
+    An existing ``out_dir`` that is an snnc artifact is replaced; any other
+    existing non-empty directory is refused.
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
+        raise ArtifactError(f"{out}: exists and is not an snnc artifact; refusing to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        all_files = {GRAPH_FILE: ir.to_bytes(graph), **files}
+        for name, data in all_files.items():
+            target_path = tmp / name
+            target_path.parent.mkdir(parents=True, exist_ok=True)
+            target_path.write_bytes(data)
+        manifest = {
+            "format": "snnc-artifact",
+            "format_version": 1,
+            "backend": backend,
+            "snnc_version": __version__,
+            "target": target,
+            "graph_hash": ir.graph_hash(graph),
+            "files": {name: _sha256(tmp / name) for name in sorted(all_files)},
+            **(extra or {}),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_artifact(path: str | Path) -> tuple[dict[str, Any], ir.Graph]:
+    """Read and verify an artifact's manifest and graph; checks every file hash."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{path}: not an snnc artifact (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    if manifest.get("format") != "snnc-artifact" or manifest.get("format_version") != 1:
+        raise ArtifactError(f"{manifest_path}: artifact format {manifest.get('format_version')!r} is not supported")
+    for name, digest in manifest.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise ArtifactError(f"{path}: file '{name}' listed in the manifest is missing")
+        if _sha256(file) != digest:
+            raise ArtifactError(f"{path}: file '{name}' does not match its manifest hash (modified after compile?)")
+    graph = ir.load(path / GRAPH_FILE)
+    return manifest, graph
+
+
+def normalize_stimulus(graph: ir.Graph, stimulus: Mapping[str, np.ndarray],
+                       steps: int | None = None) -> tuple[dict[str, np.ndarray], int, bool]:
+    """Check and reshape a stimulus to {input: bool (B, T, N)}; returns (stimulus, T, batched).
+
+    Each input population needs an array of 0/1 values shaped (T, *shape),
+    (T, N), (B, T, *shape) or (B, T, N). ``steps`` may extend (zero spikes)
+    or cut the run.
+    """
+    unknown = sorted(set(stimulus) - set(graph.inputs))
+    if unknown:
+        raise ValueError(f"stimulus has arrays {unknown} that are not inputs of the network (inputs: {list(graph.inputs)})")
+    missing = [name for name in graph.inputs if name not in stimulus]
+    if missing:
+        raise ValueError(f"stimulus lacks arrays for input(s) {missing}")
+    out: dict[str, np.ndarray] = {}
+    batched_flags = set()
+    lengths = set()
+    for name in graph.inputs:
+        pop = graph.population(name)
+        arr = np.asarray(stimulus[name])
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"stimulus '{name}': dtype {arr.dtype} is not numeric")
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise ValueError(f"stimulus '{name}': contains NaN or infinite values")
+        if arr.size and not np.all((arr == 0) | (arr == 1)):
+            raise ValueError(f"stimulus '{name}': values must be 0/1 spikes")
+        shape_variants = {tuple(pop.shape): False, (pop.size,): False}
+        tail = None
+        for n_lead in (1, 2):
+            if arr.ndim >= n_lead and tuple(arr.shape[n_lead:]) in shape_variants:
+                tail = n_lead
+        if tail is None:
+            raise ValueError(f"stimulus '{name}': shape {arr.shape} must be (T, {', '.join(map(str, pop.shape))}) "
+                             f"or (T, {pop.size}), optionally with a leading batch dimension")
+        batched = tail == 2
+        arr = arr.reshape((arr.shape[0] if batched else 1, arr.shape[tail - 1], pop.size)).astype(bool)
+        batched_flags.add(batched)
+        lengths.add((arr.shape[0], arr.shape[1]))
+        out[name] = arr
+    if len(batched_flags) > 1 or len({b for b, _ in lengths}) > 1:
+        raise ValueError("stimulus arrays disagree on the batch dimension")
+    t_given = max(t for _, t in lengths)
+    t = t_given if steps is None else int(steps)
+    if t <= 0:
+        raise ValueError(f"number of steps must be positive, got {t}")
+    for name, arr in out.items():
+        if arr.shape[1] < t:
+            pad = np.zeros((arr.shape[0], t - arr.shape[1], arr.shape[2]), dtype=bool)
+            arr = np.concatenate([arr, pad], axis=1)
+        out[name] = np.ascontiguousarray(arr[:, :t])
+    return out, t, batched_flags.pop()

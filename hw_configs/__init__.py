@@ -1,0 +1,1 @@
+"""Bundled hardware descriptions (YAML), one per target."""

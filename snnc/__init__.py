@@ -1,0 +1,3 @@
+"""snnc: compile trained spiking neural networks for neuromorphic targets and prove spike equivalence."""
+
+__version__ = "0.1.0"
