@@ -1,0 +1,45 @@
+"""The compiler pipeline: one plain list of passes, a checker after each.
+
+``PASSES`` is the whole story of what happens between import and a backend.
+Later issues add partition and place here, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from snnc.compiler import hw as hwmod
+from snnc.compiler import ir
+from snnc.compiler.passes import normalize, quantize
+
+Pass = Callable[[ir.Graph, hwmod.HardwareConfig], ir.Graph]
+
+PASSES: list[tuple[str, Pass, str]] = [
+    ("normalize", normalize.run, "float"),
+    ("quantize", quantize.run, "quantized"),
+]
+"""(name, run, stage the checker enforces afterwards), in execution order."""
+
+
+class PassError(ValueError):
+    """A pass failed; the message names the pass, what ran before it and the problem."""
+
+
+def compile_graph(graph: ir.Graph, hw: hwmod.HardwareConfig, dump_dir: str | Path | None = None) -> ir.Graph:
+    """Run every pass on ``graph`` for ``hw``; write ``NN_<pass>.txt`` IR dumps into ``dump_dir`` if given."""
+    dump_path = Path(dump_dir) if dump_dir is not None else None
+    if dump_path is not None:
+        dump_path.mkdir(parents=True, exist_ok=True)
+        (dump_path / "00_import.txt").write_text(ir.dump(graph))
+    ir.check(graph, "float")
+    done: list[str] = ["import"]
+    for index, (name, run, stage) in enumerate(PASSES, start=1):
+        try:
+            graph = ir.check(run(graph, hw), stage)
+        except ValueError as exc:
+            raise PassError(f"pass '{name}' (after {', '.join(done)}): {exc}") from exc
+        done.append(name)
+        if dump_path is not None:
+            (dump_path / f"{index:02d}_{name}.txt").write_text(ir.dump(graph))
+    return graph

@@ -1,0 +1,127 @@
+"""The ``snnc`` command line.
+
+Every error is one line on stderr (``snnc: error: ...``) and a non-zero exit
+code; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from snnc import __version__
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    print(f"snnc: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from snnc import targets
+
+    rows = [(t.name, t.backend, t.hw, targets.status(t), t.summary) for t in targets.TARGETS.values()]
+    header = ("target", "backend", "hw config", "status", "what")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from snnc import api
+
+    artifact = api.compile(args.model, target=args.target, hw=args.hw, out_dir=args.output,
+                           dt=args.dt, reset=args.reset, dump_ir=args.dump_ir)
+    graph = artifact.graph
+    neurons = sum(p.size for p in graph.populations if p.model != "input")
+    synapses = sum(p.synapse_count for p in graph.projections)
+    print(f"compiled {args.model} for {args.target}: {len(graph.populations)} populations, "
+          f"{neurons:,} neurons, {synapses:,} synapses, dt={graph.dt:g} s -> {artifact.path}")
+    if args.dump_ir:
+        print(f"IR dumps after every pass in {args.dump_ir}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from snnc.runtime import execute
+
+    artifact = execute.load(args.artifact)
+    stimulus = execute.read_stimulus(args.input)
+    result = artifact.run(stimulus, steps=args.steps, record_state=args.record_state)
+    execute.write_result(args.output, result)
+    graph = artifact.graph
+    for name in graph.outputs:
+        raster = result[name]
+        kind = "spikes" if raster.v is None or raster.spikes.any() else "v trace"
+        print(f"{name}: {int(raster.spikes.sum()):,} spikes over {raster.steps} steps ({kind})")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="snnc", description="Compile trained SNNs for neuromorphic targets.")
+    parser.add_argument("--version", action="version", version=f"snnc {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("targets", help="list the targets and whether they are usable here")
+    p.set_defaults(func=_cmd_targets)
+
+    p = sub.add_parser("compile", help="compile a model for a target")
+    p.add_argument("model", help="model file (.nir, or an snnc graph .npz)")
+    p.add_argument("--target", "-t", default="cpu", help="target name (see `snnc targets`), default cpu")
+    p.add_argument("--hw", help="hardware description YAML overriding the target's bundled one")
+    p.add_argument("--output", "-o", required=True, help="artifact directory to write")
+    p.add_argument("--dt", type=float, help="time step in seconds for NIR files (default: file metadata, else 1e-4)")
+    p.add_argument("--reset", choices=("zero", "subtract"),
+                   help="reset mode of spiking neurons for NIR files (default: file metadata, else zero)")
+    p.add_argument("--dump-ir", metavar="DIR", help="write a readable IR dump after every pass into DIR")
+    p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("run", help="run a compiled artifact on a stimulus")
+    p.add_argument("artifact", help="artifact directory from `snnc compile`")
+    p.add_argument("--input", "-i", required=True, help="stimulus .npz: one 0/1 array per input population")
+    p.add_argument("--output", "-o", required=True, help="result .npz (spikes/<population>, v/<population>)")
+    p.add_argument("--steps", type=int, help="number of steps (default: the stimulus length)")
+    p.add_argument("--record-state", action="store_true", help="also record u and v of every population")
+    p.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    warnings.showwarning = _show_warning
+    np.seterr(all="ignore")
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("snnc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the CLI promise: one line, no traceback, unless --debug
+        if args.debug:
+            raise
+        known = isinstance(exc, ValueError | OSError | KeyError)
+        prefix = "error" if known else f"internal error ({type(exc).__name__})"
+        hint = "" if known else " (rerun with --debug for the traceback)"
+        print(f"snnc: {prefix}: {_one_line(exc)}{hint}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
