@@ -194,7 +194,7 @@ def _check_scalar(value: Any, hint: Any, key: str, source: str) -> Any:
     else:
         raise TypeError(f"hw schema: unsupported field type {hint!r} for {key}")
     if not ok:
-        raise HwConfigError(f"{source}: {key} = {_show(value)!s} must be {kind}")
+        raise HwConfigError(f"{source}: {key} = {_show(value)} must be {kind}")
     if key in _RANGES:
         lo, hi = _RANGES[key]
         if value < lo or (hi is not None and value > hi):
