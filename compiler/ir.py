@@ -265,7 +265,8 @@ def _check_population(pop: Population, stage: str) -> None:
         for key in ("i_decay", "v_decay", "vth", "bias_mant", "bias_exp"):
             arr = getattr(q, key)
             if arr.shape != (pop.size,) or not np.issubdtype(arr.dtype, np.integer):
-                raise _fail(stage, what, f"quant.{key} must be an integer array of shape ({pop.size},), got {arr.dtype}{arr.shape}")
+                raise _fail(stage, what,
+                            f"quant.{key} must be an integer array of shape ({pop.size},), got {arr.dtype}{arr.shape}")
         for key in ("i_decay", "v_decay"):
             arr = getattr(q, key)
             if arr.min() < 0 or arr.max() > DECAY_UNITY:
