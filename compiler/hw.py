@@ -176,8 +176,13 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _check_scalar(value: Any, hint: Any, key: str, source: str) -> Any:
-    """Type-check and range-check one scalar against its annotation and the tables."""
+def _check_scalar(value: Any, hint: Any, key: str, source: str, table_key: str | None = None) -> Any:
+    """Type-check and range-check one scalar against its annotation and the tables.
+
+    ``key`` names the value in messages (``chip.mesh[1]`` for a list element);
+    ``table_key`` (default ``key``) looks up its range and choices.
+    """
+    table_key = table_key or key
     if hint is bool:
         ok = isinstance(value, bool)
         kind = "true or false"
@@ -195,13 +200,13 @@ def _check_scalar(value: Any, hint: Any, key: str, source: str) -> Any:
         raise TypeError(f"hw schema: unsupported field type {hint!r} for {key}")
     if not ok:
         raise HwConfigError(f"{source}: {key} = {_show(value)} must be {kind}")
-    if key in _RANGES:
-        lo, hi = _RANGES[key]
+    if table_key in _RANGES:
+        lo, hi = _RANGES[table_key]
         if value < lo or (hi is not None and value > hi):
             where = f"[{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
-            raise HwConfigError(f"{source}: {key} = {_show(value)} is out of range {where}{_NOTES.get(key, '')}")
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise HwConfigError(f"{source}: {key} = {_show(value)} is not one of {_show(_CHOICES[key])}")
+            raise HwConfigError(f"{source}: {key} = {_show(value)} is out of range {where}{_NOTES.get(table_key, '')}")
+    if table_key in _CHOICES and value not in _CHOICES[table_key]:
+        raise HwConfigError(f"{source}: {key} = {_show(value)} is not one of {_show(_CHOICES[table_key])}")
     return float(value) if hint is float else value
 
 
@@ -224,7 +229,7 @@ def _convert(value: Any, hint: Any, key: str, source: str) -> Any:
         if variable and not value:
             raise HwConfigError(f"{source}: {key} must not be empty")
         hints = [args[0]] * len(value) if variable else list(args)
-        return tuple(_check_scalar(v, h, key, source) for v, h in zip(value, hints))
+        return tuple(_check_scalar(v, h, f"{key}[{i}]", source, key) for i, (v, h) in enumerate(zip(value, hints)))
     return _check_scalar(value, hint, key, source)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def read_stimulus(path: str | Path) -> dict[str, np.ndarray]:
             return {key: npz[key] for key in npz.files if key != LABELS_KEY}
     except FileNotFoundError as exc:
         raise ValueError(f"{path}: no such file") from exc
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0]})") from exc
 
 

@@ -5,8 +5,10 @@
 - dense projections with more than :data:`SPARSE_MIN_SIZE` weights and fewer
   than :data:`SPARSE_MAX_DENSITY` of them non-zero become sparse (delays
   follow their weights);
-- a population whose model or (spiking) reset mode the target lacks, or a
-  delay beyond ``2**delay_bits - 1`` steps, raises ``ir.IRError``.
+- a population whose model or (spiking) reset mode the target lacks, a
+  delay beyond ``2**delay_bits - 1`` steps, or a projection out of a
+  non-spiking population (integer targets send only binary spikes; a
+  non-spiking population is a readout) raises ``ir.IRError``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ def _check_delays(proj: ir.Projection, hw: HardwareConfig) -> None:
                          f"allows at most {limit} ({hw.source}: numerics.delay_bits = {hw.numerics.delay_bits})")
 
 
+def _check_source(proj: ir.Projection, graph: ir.Graph, hw: HardwareConfig) -> None:
+    src = graph.population(proj.src)
+    if not src.spiking:
+        raise ir.IRError(f"projection '{proj.name}' carries the graded output of non-spiking population "
+                         f"'{src.name}' ({src.model}); target '{hw.name}' sends only binary spikes")
+
+
 def _to_sparse(proj: ir.Projection) -> ir.Projection:
     """The same synapses as a sparse projection (row-major order of the non-zeros)."""
     rows, cols = np.nonzero(proj.weight)
@@ -70,6 +79,7 @@ def run(graph: ir.Graph, hw: HardwareConfig) -> ir.Graph:
     projections = []
     for proj in graph.projections:
         _check_delays(proj, hw)
+        _check_source(proj, graph, hw)
         kept = _normalize_projection(proj)
         if kept is not None:
             projections.append(kept)

@@ -1,0 +1,473 @@
+"""The CPU backend: the executable definition of snnc's quantized semantics (the golden reference).
+
+Every other backend is tested against this file bit for bit;
+``docs/semantics.md`` is the same rules in prose, with worked examples and
+the mapping onto Lava.
+
+State and time
+--------------
+Every non-input neuron holds two integers, the current ``u`` and the voltage
+``v``, both 0 before step 0. Steps are t = 0, 1, 2, ... (Lava's
+``time_step`` is t + 1). At each step, in this order:
+
+1. Input populations: ``s[t] = stimulus[t]`` (0/1).
+2. Every other population gathers its synaptic input from *past* spikes only
+   (so the order in which populations update does not matter)::
+
+       a_in[n] = sum over projections p into the population,
+                 over synapses (i -> n, w, d) of p:   (w << weight_exp_p) * s_src[t - 1 - d][i]
+
+   in exact integers; spikes before step 0 are 0. Every projection delays by
+   one step: an input spike at step t reaches layer 1 at t + 1 and layer 2 at
+   t + 2; a per-synapse delay d adds d steps (t + 1 + d); a recurrent
+   projection is an ordinary one-step projection.
+3. Integrate (``rz(p / 4096) = sign(p) * (|p| >> 12)`` rounds toward zero,
+   p computed in int64; ``sat`` clips to +-(2**(state_bits - 1) - 1) and
+   every clipped u and v is counted)::
+
+       u = sat(rz(u * (4096 - i_decay) / 4096) + (a_in << 6))
+       v = sat(rz(v * (4096 - v_decay) / 4096) + u + (bias_mant << bias_exp))
+
+   v uses the u of the same step. ``i_decay = 4096`` makes u the step's input
+   alone; ``v_decay = 0`` means no leak. The bias is not shifted by 6.
+4. Spiking populations (``quant.spiking``): ``s = v > (vth << 6)`` (strict),
+   then ``v = 0`` where s (reset "zero") or ``v -= vth << 6`` (reset
+   "subtract"); u is never reset. Non-spiking populations never spike; their
+   output is v.
+5. Record s, u and v, after the reset.
+
+Conv projections follow PyTorch's conv2d (zero padding, stride, dilation,
+groups; neurons in C order of ConvSpec's (C, H, W))::
+
+    in[co, y, x] += W[co, ci', ky, kx] * src[g*Cin_g + ci', y*sy - py + ky*dy, x*sx - px + kx*dx]
+
+with g = co // (C_out / groups), out-of-range source pixels contributing 0.
+
+Edges: states saturate at the state width (Lava wraps u once at 24 bits and
+the Loihi hardware wraps modulo 2**24; the quantizer keeps states in range so
+all agree where it matters, and the counts in ``last_saturations`` /
+:func:`simulate_with_stats` show where they may not). Everything else is exact:
+``unsupported`` refuses a graph whose bias, threshold or summed input could
+overflow int64.
+
+Implementation
+--------------
+:class:`_Program` flattens the graph once (at compile/load, or per
+:func:`simulate` call) into global neuron arrays, contiguous transposed rows
+for dense projections without delays, and one CSR fan-out table (built with
+vectorised numpy, conv by index arithmetic) for sparse, conv and delayed
+synapses. ``cpu_kernels.run_batch`` then runs the whole time loop in numba,
+event-driven, with samples of a batch in parallel.
+
+Saturation counts: ``CpuArtifact.run`` stores ``{population: {"u": n, "v": n}}``
+(clipped neuron-steps, summed over the batch) in ``artifact.last_saturations``;
+:func:`simulate_with_stats` returns the same dict next to the rasters.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snnc.backends import base
+from snnc.compiler import ir
+from snnc.runtime.raster import Raster
+
+NAME = "cpu"
+
+_INT64_HEADROOM = 1 << 61
+"""Largest |bias| and |vth << 6| accepted: with |u|, |v| < 2**31 no int64 sum can overflow."""
+_INPUT_LIMIT = 1 << 55
+"""Largest sum of |effective weight| into one neuron: (a_in << 6) stays below 2**61."""
+_INT32_LIMIT = 1 << 31
+
+
+def available() -> str | None:
+    """None when the backend can run here, else why not (numba is its only requirement)."""
+    if importlib.util.find_spec("numba") is None:
+        return "numba is not installed (pip install numba)"
+    return None
+
+
+# --------------------------------------------------------------------------- support checks
+
+
+def _effective_weights(proj: ir.Projection) -> np.ndarray:
+    """``weight << weight_exp`` as int64 (range-checked by :func:`_range_reasons` first)."""
+    assert proj.quant is not None
+    return np.left_shift(np.asarray(proj.quant.weight, dtype=np.int64), proj.quant.weight_exp)
+
+
+def _input_bounds(graph: ir.Graph) -> dict[str, np.ndarray]:
+    """Per destination neuron, the sum of |effective weight| over every incoming synapse (float64).
+
+    This bounds |a_in| and every partial sum of it. float64 is exact while
+    the sums stay below 2**53, far above the limits compared against.
+    Conv uses the whole kernel per output neuron: an upper bound at borders.
+    """
+    bounds = {pop.name: np.zeros(pop.size) for pop in graph.populations}
+    for proj in graph.projections:
+        assert proj.quant is not None
+        scale = 2.0 ** proj.quant.weight_exp
+        magnitude = np.abs(np.asarray(proj.quant.weight, dtype=np.float64))
+        dst = graph.population(proj.dst)
+        if proj.kind == "dense":
+            per_dst = magnitude.sum(axis=1)
+        elif proj.kind == "sparse":
+            assert proj.rows is not None
+            per_dst = np.bincount(np.asarray(proj.rows, dtype=np.int64), weights=magnitude, minlength=dst.size)
+        else:
+            assert proj.conv is not None
+            per_channel = magnitude.reshape(magnitude.shape[0], -1).sum(axis=1)
+            per_dst = np.repeat(per_channel, math.prod(proj.conv.out_shape[1:]))
+        bounds[proj.dst] = bounds[proj.dst] + per_dst * scale
+    return bounds
+
+
+def _range_reasons(graph: ir.Graph) -> list[str]:
+    """Why int64 arithmetic could overflow on this (checked, quantized) graph; [] when it cannot."""
+    reasons = []
+    for proj in graph.projections:
+        assert proj.quant is not None
+        if proj.quant.weight_bits - 1 + proj.quant.weight_exp > 55:
+            reasons.append(f"projection '{proj.name}': {proj.quant.weight_bits}-bit weights << "
+                           f"{proj.quant.weight_exp} exceed the 56-bit effective weights the CPU backend sums")
+    if reasons:
+        return reasons
+    for name, bound in _input_bounds(graph).items():
+        if bound.size and bound.max() >= _INPUT_LIMIT:
+            reasons.append(f"population '{name}': summed |weight << weight_exp| of its inputs reaches "
+                           f"{bound.max():.3g}, the CPU backend's int64 limit is 2**55")
+    for pop in graph.populations:
+        q = pop.quant
+        if pop.model == "input" or q is None:
+            continue
+        bias_exp = np.asarray(q.bias_exp, dtype=np.int64)
+        bias_mant = np.abs(np.asarray(q.bias_mant, dtype=np.int64))
+        too_big = (bias_exp > 60) | (bias_mant >= np.right_shift(_INT64_HEADROOM, np.minimum(bias_exp, 60)))
+        if np.any(too_big):
+            n = int(np.flatnonzero(too_big)[0])
+            reasons.append(f"population '{pop.name}': bias {int(q.bias_mant[n])} << {int(q.bias_exp[n])} "
+                           f"(neuron {n}) reaches 2**61, beyond the CPU backend's int64 headroom")
+        if q.vth.size and int(q.vth.max()) >= _INT64_HEADROOM >> ir.ACT_SHIFT:
+            reasons.append(f"population '{pop.name}': vth {int(q.vth.max())} << 6 reaches 2**61")
+    return reasons
+
+
+def _reasons(graph: ir.Graph) -> list[str]:
+    if not graph.is_quantized:
+        missing = [f"population '{p.name}'" for p in graph.populations if p.model != "input" and p.quant is None]
+        missing += [f"projection '{p.name}'" for p in graph.projections if p.quant is None]
+        return [f"graph is not quantized (run the quantize pass first): {', '.join(missing)} "
+                "has no integer parameters"]
+    try:
+        ir.check(graph, "quantized")
+    except ir.IRError as exc:
+        return [str(exc)]
+    return _range_reasons(graph)
+
+
+def unsupported(graph: ir.Graph, hw: Any) -> list[str]:
+    """Reasons this backend cannot run ``graph``; [] when it can.
+
+    The CPU reference runs any valid quantized graph whose integers fit its
+    int64 arithmetic (state_bits <= 32, see the module docstring); ``hw`` is
+    not consulted: the graph's quant fields carry every number format.
+    """
+    return _reasons(graph)
+
+
+# --------------------------------------------------------------------------- flattening
+
+
+def _conv_synapses(spec: ir.ConvSpec, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(src, dst, weight) of every in-range synapse of a conv projection, by index arithmetic.
+
+    ``kernel`` is (C_out, C_in/groups, kH, kW) effective weights; indices are
+    C-order positions in ``spec.in_shape`` / ``spec.out_shape``. Zero kernel
+    entries are dropped. Loops only over the kH*kW kernel offsets.
+    """
+    c_in, h_in, w_in = spec.in_shape
+    c_out, h_out, w_out = spec.out_shape
+    cin_g = c_in // spec.groups
+    cout_g = c_out // spec.groups
+    out_ch = np.arange(c_out, dtype=np.int64)
+    in_ch = (out_ch // cout_g)[:, None] * cin_g + np.arange(cin_g, dtype=np.int64)[None, :]  # (C_out, Cin_g)
+    srcs, dsts, weights = [], [], []
+    for ky in range(kernel.shape[2]):
+        iy = np.arange(h_out, dtype=np.int64) * spec.stride[0] - spec.padding[0] + ky * spec.dilation[0]
+        y_ok = (iy >= 0) & (iy < h_in)
+        for kx in range(kernel.shape[3]):
+            ix = np.arange(w_out, dtype=np.int64) * spec.stride[1] - spec.padding[1] + kx * spec.dilation[1]
+            x_ok = (ix >= 0) & (ix < w_in)
+            if not (y_ok.any() and x_ok.any()):
+                continue
+            pos_out = (np.flatnonzero(y_ok)[:, None] * w_out + np.flatnonzero(x_ok)[None, :]).ravel()
+            pos_in = (iy[y_ok][:, None] * w_in + ix[x_ok][None, :]).ravel()
+            w = kernel[:, :, ky, kx]  # (C_out, Cin_g)
+            co, ci = np.nonzero(w)
+            src = in_ch[co, ci][:, None] * (h_in * w_in) + pos_in[None, :]
+            dst = co[:, None] * (h_out * w_out) + pos_out[None, :]
+            srcs.append(src.ravel())
+            dsts.append(dst.ravel())
+            weights.append(np.repeat(w[co, ci], pos_in.size))
+    if not srcs:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    return np.concatenate(srcs), np.concatenate(dsts), np.concatenate(weights)
+
+
+@dataclass(frozen=True)
+class _Program:
+    """A quantized graph flattened for ``cpu_kernels.run_batch`` (array meanings in that module).
+
+    Population ``names[i]`` owns global neurons ``offsets[name]`` to
+    ``offsets[name] + sizes[name]``; ``n_slots`` is the accumulator ring
+    length (max delay + 1).
+    """
+
+    names: tuple[str, ...]
+    offsets: dict[str, int]
+    sizes: dict[str, int]
+    arrays: dict[str, np.ndarray] = field(repr=False)
+    n_slots: int
+
+    @property
+    def n_total(self) -> int:
+        return int(self.arrays["keep_u"].size)
+
+
+def _flatten(graph: ir.Graph) -> _Program:
+    """Build the kernel's arrays from a checked quantized graph (vectorised; no per-synapse Python)."""
+    names = tuple(p.name for p in graph.populations)
+    sizes = {p.name: p.size for p in graph.populations}
+    offsets: dict[str, int] = {}
+    total = 0
+    for pop in graph.populations:
+        offsets[pop.name] = total
+        total += pop.size
+
+    n_pops = len(graph.populations)
+    pop_start = np.asarray([offsets[p.name] for p in graph.populations], dtype=np.int64)
+    pop_size = np.asarray([p.size for p in graph.populations], dtype=np.int64)
+    pop_in_col = np.full(n_pops, -1, dtype=np.int64)
+    pop_spiking = np.zeros(n_pops, dtype=np.bool_)
+    pop_reset_sub = np.zeros(n_pops, dtype=np.bool_)
+    pop_limit = np.zeros(n_pops, dtype=np.int64)
+    keep_u = np.full(total, ir.DECAY_UNITY, dtype=np.int64)
+    keep_v = np.full(total, ir.DECAY_UNITY, dtype=np.int64)
+    bias = np.zeros(total, dtype=np.int64)
+    vth = np.zeros(total, dtype=np.int64)
+    for index, pop in enumerate(graph.populations):
+        if pop.model == "input":
+            continue
+        q = pop.quant
+        assert q is not None
+        span = slice(offsets[pop.name], offsets[pop.name] + pop.size)
+        keep_u[span] = ir.DECAY_UNITY - np.asarray(q.i_decay, dtype=np.int64)
+        keep_v[span] = ir.DECAY_UNITY - np.asarray(q.v_decay, dtype=np.int64)
+        bias[span] = np.left_shift(np.asarray(q.bias_mant, dtype=np.int64), np.asarray(q.bias_exp, dtype=np.int64))
+        vth[span] = np.left_shift(np.asarray(q.vth, dtype=np.int64), ir.ACT_SHIFT)
+        pop_limit[index] = (1 << (q.state_bits - 1)) - 1
+        pop_spiking[index] = q.spiking
+        pop_reset_sub[index] = q.reset == "subtract"
+    # the stimulus matrix holds the inputs side by side in graph.inputs order
+    column = 0
+    for name in graph.inputs:
+        pop_in_col[names.index(name)] = column
+        column += sizes[name]
+
+    bound = max((float(b.max()) for b in _input_bounds(graph).values() if b.size), default=0.0)
+    acc_dtype = np.int32 if bound < _INT32_LIMIT else np.int64
+
+    rows_meta: list[tuple[int, int, int, int, int]] = []
+    rows_w: list[np.ndarray] = []
+    rows_len = 0
+    fan_src: list[np.ndarray] = []
+    fan_dst: list[np.ndarray] = []
+    fan_w: list[np.ndarray] = []
+    fan_delay: list[np.ndarray] = []
+    for proj in graph.projections:
+        src0, dst0 = offsets[proj.src], offsets[proj.dst]
+        weight = _effective_weights(proj)
+        if proj.kind == "dense" and proj.max_delay == 0:
+            transposed = np.ascontiguousarray(weight.T, dtype=acc_dtype)  # (src, dst): one row per source neuron
+            rows_meta.append((src0, sizes[proj.src], dst0, sizes[proj.dst], rows_len))
+            rows_w.append(transposed.ravel())
+            rows_len += transposed.size
+            continue
+        if proj.kind == "dense":
+            dst, src = np.nonzero(weight)
+            w = weight[dst, src]
+            delay = np.asarray(proj.delay, dtype=np.int64)[dst, src]
+        elif proj.kind == "sparse":
+            assert proj.rows is not None and proj.cols is not None
+            keep = weight != 0
+            dst = np.asarray(proj.rows, dtype=np.int64)[keep]
+            src = np.asarray(proj.cols, dtype=np.int64)[keep]
+            w = weight[keep]
+            delay = (np.zeros(w.size, dtype=np.int64) if proj.delay is None
+                     else np.asarray(proj.delay, dtype=np.int64)[keep])
+        else:
+            assert proj.conv is not None
+            src, dst, w = _conv_synapses(proj.conv, weight)
+            delay = np.zeros(w.size, dtype=np.int64)
+        fan_src.append(src + src0)
+        fan_dst.append(dst + dst0)
+        fan_w.append(w)
+        fan_delay.append(delay)
+
+    if fan_src:
+        src_all = np.concatenate(fan_src)
+        delay_all = np.concatenate(fan_delay)
+        max_delay = int(delay_all.max()) if delay_all.size else 0
+        # a delayed synapse targets ring row (t + 1 + d): store d rows ahead as one offset d * N + dst
+        target_all = delay_all * total + np.concatenate(fan_dst)
+        # grouped by source for the CSR, targets ascending within a source for cache locality
+        order = np.lexsort((target_all, src_all))
+        fan_ptr = np.zeros(total + 1, dtype=np.int64)
+        np.cumsum(np.bincount(src_all, minlength=total), out=fan_ptr[1:])
+        fan_target = target_all[order]
+        fan_w_arr = np.concatenate(fan_w)[order].astype(acc_dtype)
+    else:
+        max_delay = 0
+        fan_ptr = np.zeros(total + 1, dtype=np.int64)
+        fan_target = np.zeros(0, dtype=np.int64)
+        fan_w_arr = np.zeros(0, dtype=acc_dtype)
+
+    meta = np.asarray(rows_meta, dtype=np.int64).reshape(-1, 5)
+    arrays = {
+        "pop_start": pop_start, "pop_size": pop_size, "pop_in_col": pop_in_col, "pop_spiking": pop_spiking,
+        "pop_reset_sub": pop_reset_sub, "pop_limit": pop_limit,
+        "keep_u": keep_u, "keep_v": keep_v, "bias": bias, "vth": vth,
+        "rows_src_off": np.ascontiguousarray(meta[:, 0]), "rows_src_n": np.ascontiguousarray(meta[:, 1]),
+        "rows_dst_off": np.ascontiguousarray(meta[:, 2]), "rows_dst_n": np.ascontiguousarray(meta[:, 3]),
+        "rows_w_off": np.ascontiguousarray(meta[:, 4]),
+        "rows_w": np.concatenate(rows_w) if rows_w else np.zeros(0, dtype=acc_dtype),
+        "fan_ptr": fan_ptr, "fan_target": fan_target, "fan_w": fan_w_arr,
+    }
+    return _Program(names=names, offsets=offsets, sizes=sizes, arrays=arrays, n_slots=max_delay + 1)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _execute(program: _Program, graph: ir.Graph, stimulus: Mapping[str, np.ndarray], steps: int | None,
+             record_state: bool) -> tuple[dict[str, Raster], dict[str, dict[str, int]]]:
+    """Run ``program`` on ``stimulus``; rasters for every population and the saturation counts."""
+    # imported here so that importing the backend (e.g. for available()) never compiles or loads numba code;
+    # relative because cpu_kernels is this backend's own half, not another backend
+    from . import cpu_kernels
+
+    normalized, t_steps, batched = base.normalize_stimulus(graph, stimulus, steps)
+    batch = next(iter(normalized.values())).shape[0]
+    stim = np.concatenate([normalized[name] for name in graph.inputs], axis=2)
+    a = program.arrays
+    # u and v are recorded per population into contiguous columns; non-spiking populations always report v
+    pop_u_col = np.full(len(program.names), -1, dtype=np.int64)
+    pop_v_col = np.full(len(program.names), -1, dtype=np.int64)
+    u_cols = v_cols = 0
+    for index, name in enumerate(program.names):
+        is_input = a["pop_in_col"][index] >= 0
+        if record_state:
+            pop_u_col[index] = u_cols
+            u_cols += program.sizes[name]
+        if record_state or not (is_input or a["pop_spiking"][index]):
+            pop_v_col[index] = v_cols
+            v_cols += program.sizes[name]
+    spikes = np.zeros((batch, t_steps, program.n_total), dtype=np.bool_)
+    u_out = np.zeros((batch, t_steps, u_cols), dtype=np.int64)
+    v_out = np.zeros((batch, t_steps, v_cols), dtype=np.int64)
+    saturations = np.zeros((batch, len(program.names), 2), dtype=np.int64)
+    cpu_kernels.run_batch(
+        stim, a["pop_start"], a["pop_size"], a["pop_in_col"], a["pop_spiking"], a["pop_reset_sub"], a["pop_limit"],
+        pop_u_col, pop_v_col, a["keep_u"], a["keep_v"], a["bias"], a["vth"],
+        a["rows_src_off"], a["rows_src_n"], a["rows_dst_off"], a["rows_dst_n"], a["rows_w_off"], a["rows_w"],
+        a["fan_ptr"], a["fan_target"], a["fan_w"], program.n_slots,
+        spikes, u_out, v_out, saturations,
+    )
+    rasters: dict[str, Raster] = {}
+    for index, name in enumerate(program.names):
+        size = program.sizes[name]
+        spike = spikes[:, :, program.offsets[name]:program.offsets[name] + size]
+        u = None if pop_u_col[index] < 0 else u_out[:, :, pop_u_col[index]:pop_u_col[index] + size]
+        v = None if pop_v_col[index] < 0 else v_out[:, :, pop_v_col[index]:pop_v_col[index] + size]
+        if not batched:
+            spike, u, v = spike[0], None if u is None else u[0], None if v is None else v[0]
+        rasters[name] = Raster(spikes=spike, v=v, u=u)
+    totals = saturations.sum(axis=0)
+    counts = {name: {"u": int(totals[i, 0]), "v": int(totals[i, 1])} for i, name in enumerate(program.names)}
+    return rasters, counts
+
+
+def _checked(graph: ir.Graph) -> ir.Graph:
+    reasons = _reasons(graph)
+    if reasons:
+        raise ValueError("the CPU backend cannot run this graph: " + "; ".join(reasons))
+    return graph
+
+
+def simulate_with_stats(graph: ir.Graph, stimulus: Mapping[str, np.ndarray], steps: int | None = None,
+                        record_state: bool = False) -> tuple[dict[str, Raster], dict[str, dict[str, int]]]:
+    """:func:`simulate`, plus ``{population: {"u": n, "v": n}}``: clipped neuron-steps summed over the batch."""
+    return _execute(_flatten(_checked(graph)), graph, stimulus, steps, record_state)
+
+
+def simulate(graph: ir.Graph, stimulus: Mapping[str, np.ndarray], steps: int | None = None,
+             record_state: bool = False) -> dict[str, Raster]:
+    """Run a quantized graph without an artifact; a Raster for every population (inputs included).
+
+    ``stimulus``: input name -> 0/1 array (T, *shape) or (T, N), or with a
+    leading batch dimension B; rasters are then (T, N) or (B, T, N).
+    Non-spiking populations always carry v; ``record_state`` adds u and v
+    (int64) to every population (inputs: zeros). ``steps`` extends with
+    silence or cuts the stimulus.
+    """
+    return simulate_with_stats(graph, stimulus, steps, record_state)[0]
+
+
+@dataclass
+class CpuArtifact:
+    """A compiled CPU artifact: the directory, its manifest, the quantized graph and its flattened form.
+
+    ``last_saturations`` holds the saturation counts of the latest
+    :meth:`run` (None before the first).
+    """
+
+    path: Path
+    manifest: Mapping[str, Any]
+    graph: ir.Graph
+    _program: _Program = field(repr=False)
+    last_saturations: dict[str, dict[str, int]] | None = None
+
+    def run(self, stimulus: Mapping[str, np.ndarray], steps: int | None = None,
+            record_state: bool = False) -> dict[str, Raster]:
+        """Run on ``stimulus``; see :func:`simulate` for shapes and what each Raster carries."""
+        rasters, self.last_saturations = _execute(self._program, self.graph, stimulus, steps, record_state)
+        return rasters
+
+
+def compile(graph: ir.Graph, hw: Any, out_dir: str | Path) -> CpuArtifact:  # noqa: A001 - the backend contract
+    """Write ``out_dir`` (manifest + quantized graph.npz, the whole artifact) and return it ready to run.
+
+    ``hw`` is used only for its ``name``, recorded as the manifest's target.
+    """
+    program = _flatten(_checked(graph))
+    path = base.write_artifact(out_dir, NAME, graph, hw.name, files={})
+    manifest = json.loads((path / base.MANIFEST).read_text())
+    return CpuArtifact(path=path, manifest=manifest, graph=graph, _program=program)
+
+
+def load(out_dir: str | Path) -> CpuArtifact:
+    """Re-open a compiled directory; every file hash is verified (``base.ArtifactError`` on tampering)."""
+    manifest, graph = base.read_artifact(out_dir)
+    if manifest.get("backend") != NAME:
+        raise base.ArtifactError(f"{out_dir}: compiled for backend '{manifest.get('backend')}', not '{NAME}'")
+    return CpuArtifact(path=Path(out_dir), manifest=manifest, graph=graph, _program=_flatten(_checked(graph)))
