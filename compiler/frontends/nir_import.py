@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -881,9 +882,10 @@ class _Importer:
         return self._apply_order(graph)
 
     def _apply_order(self, graph: ir.Graph) -> ir.Graph:
-        """Restore snnc's own order from an exported file's ``snnc_order`` (HDF5 sorts node names)."""
+        """Restore snnc's own order from an exported file's ``snnc_order`` (HDF5 sorts node names),
+        else order populations by distance from the inputs so dumps read from input to output."""
         if META_ORDER not in self.top_meta:
-            return graph
+            return _order_by_depth(graph)
         try:
             order = json.loads(_text(self.top_meta[META_ORDER]))
         except (TypeError, ValueError):
@@ -902,3 +904,31 @@ class _Importer:
             inputs=arrange(graph.inputs, order.get("inputs"), str),
             outputs=arrange(graph.outputs, order.get("outputs"), str),
         )
+
+
+def _natural_key(name: str) -> tuple[Any, ...]:
+    """'10' after '9', 'fc2' before 'fc10'."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def _order_by_depth(graph: ir.Graph) -> ir.Graph:
+    """Populations by breadth-first distance from the inputs (unreached last), then natural name order."""
+    depth = {name: 0 for name in graph.inputs}
+    frontier = list(graph.inputs)
+    while frontier:
+        following = []
+        for name in frontier:
+            for proj in graph.projections_from(name):
+                if proj.dst not in depth:
+                    depth[proj.dst] = depth[name] + 1
+                    following.append(proj.dst)
+        frontier = following
+    unreached = len(graph.populations) + 1
+
+    def pop_key(name: str) -> tuple[Any, ...]:
+        return (depth.get(name, unreached), _natural_key(name))
+
+    populations = tuple(sorted(graph.populations, key=lambda p: pop_key(p.name)))
+    projections = tuple(sorted(graph.projections, key=lambda p: (pop_key(p.dst), pop_key(p.src), _natural_key(p.name))))
+    return ir.replace(graph, populations=populations, projections=projections,
+                      inputs=tuple(sorted(graph.inputs, key=_natural_key)))
