@@ -176,3 +176,37 @@ def test_ci_runs_exactly_the_readme_commands():
     assert len(ci_commands) == 2
     for command in ci_commands:
         assert f"```bash\n{command}\n```" in readme
+
+
+def write_nir(path: Path, weight: np.ndarray, n_in: int = 4) -> Path:
+    import nir
+
+    n_out = weight.shape[0]
+    graph = nir.NIRGraph(
+        nodes={"in": nir.Input(np.array([n_in])), "fc": nir.Affine(weight=weight, bias=np.zeros(n_out)),
+               "lif": nir.IF(r=np.ones(n_out), v_threshold=np.ones(n_out)), "out": nir.Output(np.array([n_out]))},
+        edges=[("in", "fc"), ("fc", "lif"), ("lif", "out")], type_check=False)
+    nir.write(path, graph, compression=None)
+    return path
+
+
+def test_compile_nir_with_nan_weights_wrong_shapes_or_unknown_node_is_one_line(tmp_path, capsys):
+    import h5py
+
+    weight = np.ones((3, 4))
+    weight[0, 1] = np.nan
+    nan_file = write_nir(tmp_path / "nan.nir", weight)
+    code, _, err = run_cli(capsys, "compile", nan_file, "-o", tmp_path / "a1")
+    assert_one_line_error(code, err, "nan.nir", "'fc'", "NaN")
+
+    shapes_file = write_nir(tmp_path / "shapes.nir", np.ones((3, 5)), n_in=4)
+    code, _, err = run_cli(capsys, "compile", shapes_file, "-o", tmp_path / "a2")
+    assert_one_line_error(code, err, "shapes.nir", "'fc'")
+
+    odd_file = write_nir(tmp_path / "odd.nir", np.ones((3, 4)))
+    with h5py.File(odd_file, "r+") as f:
+        del f["node/nodes/lif/type"]
+        f["node/nodes/lif"].create_dataset("type", data="Hodgkin", dtype=h5py.string_dtype())
+    code, _, err = run_cli(capsys, "compile", odd_file, "-o", tmp_path / "a3")
+    assert_one_line_error(code, err, "odd.nir", "unknown NIR node type 'Hodgkin'", "'lif'")
+    assert not any((tmp_path / name).exists() for name in ("a1", "a2", "a3"))
