@@ -194,17 +194,22 @@ def _leaky_bound(step: np.ndarray, decay: np.ndarray) -> np.ndarray:
     return np.where(step > 0, bound, 0.0)
 
 
-def _warn_range(pop: ir.Population, state: str, bound: float, bits: int) -> None:
+def _warn_range(pop: ir.Population, state: str, high: float, low: float, bits: int) -> None:
+    """Warn when the worst case above (``high``) or below (``-low``) zero leaves the signed state range."""
     limit = (1 << (bits - 1)) - 1
-    if bound <= limit:
+    if max(high, low) <= limit:
         return
+    bound = max(high, low)
     if math.isinf(bound):
-        _warn(f"population '{pop.name}': state {state} could grow without bound (no decay), beyond the "
-              f"{bits}-bit range ±{limit}")
+        direction, sign = {(True, False): ("rise", "positive"), (False, True): ("fall", "negative")}.get(
+            (math.isinf(high), math.isinf(low)), ("rise or fall", "one-signed"))
+        _warn(f"population '{pop.name}': state {state} has no decay and could {direction} without bound under "
+              f"sustained {sign} input, past the {bits}-bit range ±{limit}")
         return
+    direction = "rise" if high >= low else "fall"
     margin = (limit - bound) / limit * 100
-    _warn(f"population '{pop.name}': state {state} could reach {bound:.2g}, beyond the {bits}-bit range "
-          f"±{limit} (margin {margin:.0f}%)")
+    _warn(f"population '{pop.name}': state {state} could {direction} to {'' if direction == 'rise' else '-'}{bound:.2g}, "
+          f"beyond the {bits}-bit range ±{limit} (margin {margin:.0f}%)")
 
 
 def _check_ranges(pop: ir.Population, q: ir.IntNeuron, pos_in: np.ndarray, neg_in: np.ndarray) -> None:
@@ -222,8 +227,8 @@ def _check_ranges(pop: ir.Population, q: ir.IntNeuron, pos_in: np.ndarray, neg_i
         capped = (q.reset == "zero") | (step_pos <= thr)
         v_pos = np.where(capped, np.minimum(v_pos, thr + step_pos), v_pos)
     v_neg = _leaky_bound(step_neg, q.v_decay)
-    _warn_range(pop, "u", float(np.maximum(u_pos, u_neg).max()), q.state_bits)
-    _warn_range(pop, "v", float(np.maximum(v_pos, v_neg).max()), q.state_bits)
+    _warn_range(pop, "u", float(u_pos.max()), float(u_neg.max()), q.state_bits)
+    _warn_range(pop, "v", float(v_pos.max()), float(v_neg.max()), q.state_bits)
 
 
 def _neuron(pop: ir.Population, dyn: _Dynamics, scale: float, hw: HardwareConfig) -> ir.IntNeuron:
