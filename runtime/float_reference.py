@@ -52,6 +52,7 @@ import scipy.sparse as sp
 
 from snnc.backends.base import normalize_stimulus
 from snnc.compiler import ir
+from snnc.compiler.conv import conv_matrix
 from snnc.runtime.raster import Raster
 
 TIMINGS = ("nir", "per_projection")
@@ -131,39 +132,12 @@ def _neurons(pop: ir.Population, dt: float, batch: int) -> _Neurons:
     return _Neurons(model=pop.model, reset=pop.reset, coeff=coeff, v=zeros, i=zeros.copy())
 
 
-def _conv_matrix(kernel: np.ndarray, spec: ir.ConvSpec) -> sp.csr_matrix:
-    """The convolution as a sparse (out neurons, in neurons) matrix, PyTorch conv2d semantics.
-
-    Zero padding, stride, dilation and groups; neurons are numbered in C
-    order of ``spec.out_shape``/``spec.in_shape``.
-    """
-    c_in, h_in, w_in = spec.in_shape
-    c_out, h_out, w_out = spec.out_shape
-    _, c_per_group, k_h, k_w = kernel.shape
-    out_per_group = c_out // spec.groups
-    co, oh, ow, cg, kh, kw = np.meshgrid(
-        np.arange(c_out), np.arange(h_out), np.arange(w_out),
-        np.arange(c_per_group), np.arange(k_h), np.arange(k_w),
-        indexing="ij", sparse=True,
-    )
-    ih = oh * spec.stride[0] - spec.padding[0] + kh * spec.dilation[0]
-    iw = ow * spec.stride[1] - spec.padding[1] + kw * spec.dilation[1]
-    ci = (co // out_per_group) * c_per_group + cg
-    full = (c_out, h_out, w_out, c_per_group, k_h, k_w)
-    # taps that land in the zero padding contribute nothing, so they get no entry
-    inside = np.broadcast_to((ih >= 0) & (ih < h_in) & (iw >= 0) & (iw < w_in), full)
-    rows = np.broadcast_to((co * h_out + oh) * w_out + ow, full)[inside]
-    cols = np.broadcast_to((ci * h_in + ih) * w_in + iw, full)[inside]
-    values = np.broadcast_to(kernel[co, cg, kh, kw], full)[inside]
-    return sp.csr_matrix((values, (rows, cols)), shape=(c_out * h_out * w_out, c_in * h_in * w_in))
-
-
 def _delay_groups(proj: ir.Projection, src_size: int, dst_size: int, base: int) -> list[_DelayGroup]:
     """``proj`` split by per-synapse delay; each group delivers ``base + delay`` steps after the source."""
     weight = np.asarray(proj.weight, dtype=np.float64)
     if proj.kind == "conv":
         assert proj.conv is not None
-        return [_DelayGroup(proj.dst, base, None, _conv_matrix(weight, proj.conv))]
+        return [_DelayGroup(proj.dst, base, None, conv_matrix(proj.conv, weight))]
     if proj.kind == "dense":
         delay = np.zeros(weight.shape, dtype=np.int64) if proj.delay is None else np.asarray(proj.delay)
         if np.all(delay == delay.flat[0]):
