@@ -31,9 +31,10 @@ Every non-input neuron holds two integers, the current ``u`` and the voltage
    v uses the u of the same step. ``i_decay = 4096`` makes u the step's input
    alone; ``v_decay = 0`` means no leak. The bias is not shifted by 6.
 4. Spiking populations (``quant.spiking``): ``s = v > (vth << 6)`` (strict),
-   then ``v = 0`` where s (reset "zero") or ``v -= vth << 6`` (reset
-   "subtract"); u is never reset. Non-spiking populations never spike; their
-   output is v.
+   then where s: ``v = vreset << 6`` (reset "zero"), ``v -= (vth - vreset) << 6``
+   (reset "subtract") or v unchanged (reset "none"), clipped to the state
+   range again; ``vreset`` is 0 unless set. u is never reset. Non-spiking
+   populations never spike; their output is v.
 5. Record s, u and v, after the reset.
 
 Conv projections follow PyTorch's conv2d (zero padding, stride, dilation,
@@ -259,12 +260,13 @@ def _flatten(graph: ir.Graph) -> _Program:
     pop_size = np.asarray([p.size for p in graph.populations], dtype=np.int64)
     pop_in_col = np.full(n_pops, -1, dtype=np.int64)
     pop_spiking = np.zeros(n_pops, dtype=np.bool_)
-    pop_reset_sub = np.zeros(n_pops, dtype=np.bool_)
     pop_limit = np.zeros(n_pops, dtype=np.int64)
     keep_u = np.full(total, ir.DECAY_UNITY, dtype=np.int64)
     keep_v = np.full(total, ir.DECAY_UNITY, dtype=np.int64)
     bias = np.zeros(total, dtype=np.int64)
     vth = np.zeros(total, dtype=np.int64)
+    reset_keep = np.zeros(total, dtype=np.int64)
+    reset_add = np.zeros(total, dtype=np.int64)
     for index, pop in enumerate(graph.populations):
         if pop.model == "input":
             continue
@@ -277,7 +279,14 @@ def _flatten(graph: ir.Graph) -> _Program:
         vth[span] = np.left_shift(np.asarray(q.vth, dtype=np.int64), ir.ACT_SHIFT)
         pop_limit[index] = (1 << (q.state_bits - 1)) - 1
         pop_spiking[index] = q.spiking
-        pop_reset_sub[index] = q.reset == "subtract"
+        vreset = np.left_shift(q.vreset_or_zeros(), ir.ACT_SHIFT)
+        if q.reset == "zero":
+            reset_add[span] = vreset
+        elif q.reset == "subtract":
+            reset_keep[span] = 1
+            reset_add[span] = vreset - vth[span]
+        else:
+            reset_keep[span] = 1
     # the stimulus matrix holds the inputs side by side in graph.inputs order
     column = 0
     for name in graph.inputs:
@@ -345,7 +354,7 @@ def _flatten(graph: ir.Graph) -> _Program:
     meta = np.asarray(rows_meta, dtype=np.int64).reshape(-1, 5)
     arrays = {
         "pop_start": pop_start, "pop_size": pop_size, "pop_in_col": pop_in_col, "pop_spiking": pop_spiking,
-        "pop_reset_sub": pop_reset_sub, "pop_limit": pop_limit,
+        "pop_limit": pop_limit, "reset_keep": reset_keep, "reset_add": reset_add,
         "keep_u": keep_u, "keep_v": keep_v, "bias": bias, "vth": vth,
         "rows_src_off": np.ascontiguousarray(meta[:, 0]), "rows_src_n": np.ascontiguousarray(meta[:, 1]),
         "rows_dst_off": np.ascontiguousarray(meta[:, 2]), "rows_dst_n": np.ascontiguousarray(meta[:, 3]),
@@ -387,8 +396,8 @@ def _execute(program: _Program, graph: ir.Graph, stimulus: Mapping[str, np.ndarr
     v_out = np.zeros((batch, t_steps, v_cols), dtype=np.int64)
     saturations = np.zeros((batch, len(program.names), 2), dtype=np.int64)
     cpu_kernels.run_batch(
-        stim, a["pop_start"], a["pop_size"], a["pop_in_col"], a["pop_spiking"], a["pop_reset_sub"], a["pop_limit"],
-        pop_u_col, pop_v_col, a["keep_u"], a["keep_v"], a["bias"], a["vth"],
+        stim, a["pop_start"], a["pop_size"], a["pop_in_col"], a["pop_spiking"], a["pop_limit"],
+        pop_u_col, pop_v_col, a["keep_u"], a["keep_v"], a["bias"], a["vth"], a["reset_keep"], a["reset_add"],
         a["rows_src_off"], a["rows_src_n"], a["rows_dst_off"], a["rows_dst_n"], a["rows_w_off"], a["rows_w"],
         a["fan_ptr"], a["fan_target"], a["fan_w"], program.n_slots,
         spikes, u_out, v_out, saturations,

@@ -4,10 +4,12 @@ The graph arrives flattened by ``cpu._flatten``. Every neuron of every
 population has one global index n in [0, N). Per population p (length P):
 ``pop_start``/``pop_size`` (its neurons), ``pop_in_col`` (first stimulus
 column of an input population, -1 otherwise), ``pop_spiking``,
-``pop_reset_sub``, ``pop_limit`` (2**(state_bits-1) - 1), ``pop_u_col`` /
+``pop_limit`` (2**(state_bits-1) - 1), ``pop_u_col`` /
 ``pop_v_col`` (first column of its recorded u/v, -1 when not recorded).
 Per neuron (length N, int64): ``keep_u = 4096 - i_decay``, ``keep_v = 4096 -
-v_decay``, ``bias = bias_mant << bias_exp``, ``vth = vth << 6``.
+v_decay``, ``bias = bias_mant << bias_exp``, ``vth = vth << 6``, and the reset
+as an affine map of v, ``v = reset_keep * v + reset_add``: reset "zero" is
+(0, vreset << 6), "subtract" (1, -((vth - vreset) << 6)), "none" (1, 0).
 
 Synapses come in two forms:
 
@@ -50,8 +52,8 @@ def _decay(state: np.int64, keep: np.int64) -> np.int64:
 
 
 @njit(cache=True)
-def _run_sample(b, stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_reset_sub, pop_limit,
-                pop_u_col, pop_v_col, keep_u, keep_v, bias, vth,
+def _run_sample(b, stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_limit,
+                pop_u_col, pop_v_col, keep_u, keep_v, bias, vth, reset_keep, reset_add,
                 rows_src_off, rows_src_n, rows_dst_off, rows_dst_n, rows_w_off, rows_w,
                 fan_ptr, fan_target, fan_w, n_slots,
                 spikes, u_out, v_out, saturations):
@@ -74,7 +76,6 @@ def _run_sample(b, stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_reset
                 continue
             limit = pop_limit[p]
             spiking = pop_spiking[p]
-            subtract = pop_reset_sub[p]
             clipped_u = 0
             clipped_v = 0
             # views indexed from 0 and a straight-line body (selects, no branches) let LLVM vectorise
@@ -85,6 +86,8 @@ def _run_sample(b, stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_reset
             keep_v_p = keep_v[start:stop]
             bias_p = bias[start:stop]
             vth_p = vth[start:stop]
+            reset_keep_p = reset_keep[start:stop]
+            reset_add_p = reset_add[start:stop]
             fired_p = fired_now[start:stop]
             for n in range(stop - start):
                 un = _decay(u_p[n], keep_u_p[n]) + (np.int64(a_in[n]) << 6)
@@ -95,8 +98,12 @@ def _run_sample(b, stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_reset
                 clipped_v += (vn > limit) | (vn < -limit)
                 vn = min(max(vn, -limit), limit)
                 fired = spiking & (vn > vth_p[n])
+                # reset as one affine map: zero (keep 0, add vreset<<6), subtract (1, -(vth-vreset)<<6), none (1, 0)
+                vr = reset_keep_p[n] * vn + reset_add_p[n]
+                clipped_v += fired & ((vr > limit) | (vr < -limit))
+                vr = min(max(vr, -limit), limit)
                 u_p[n] = un
-                v_p[n] = (vn - vth_p[n] if subtract else 0) if fired else vn
+                v_p[n] = vr if fired else vn
                 fired_p[n] = fired
             saturations[b, p, 0] += clipped_u
             saturations[b, p, 1] += clipped_v
@@ -135,8 +142,8 @@ def _run_sample(b, stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_reset
 
 
 @njit(parallel=True, cache=True)
-def run_batch(stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_reset_sub, pop_limit,
-              pop_u_col, pop_v_col, keep_u, keep_v, bias, vth,
+def run_batch(stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_limit,
+              pop_u_col, pop_v_col, keep_u, keep_v, bias, vth, reset_keep, reset_add,
               rows_src_off, rows_src_n, rows_dst_off, rows_dst_n, rows_w_off, rows_w,
               fan_ptr, fan_target, fan_w, n_slots,
               spikes, u_out, v_out, saturations):
@@ -147,8 +154,8 @@ def run_batch(stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_reset_sub,
     int64, incremented by the number of clipped u (index 0) and v (index 1).
     """
     for b in prange(stim.shape[0]):
-        _run_sample(b, stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_reset_sub, pop_limit,
-                    pop_u_col, pop_v_col, keep_u, keep_v, bias, vth,
+        _run_sample(b, stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_limit,
+                    pop_u_col, pop_v_col, keep_u, keep_v, bias, vth, reset_keep, reset_add,
                     rows_src_off, rows_src_n, rows_dst_off, rows_dst_n, rows_w_off, rows_w,
                     fan_ptr, fan_target, fan_w, n_slots,
                     spikes, u_out, v_out, saturations)

@@ -17,7 +17,8 @@ Float semantics (what the float reference simulates, forward Euler at ``dt``;
     if:        v' = v + r*x                                           (a = 1 - dt/tau_syn)
     li, cuba_li, i: as lif, cuba_lif, if but never spike (their output is v)
     threshold: v' = x
-    spike z = v' > v_threshold; then v' = v_reset (reset "zero") or v' - v_threshold ("subtract")
+    spike z = v' > v_threshold; then v' = v_reset (reset "zero"), v' - (v_threshold - v_reset)
+    ("subtract"; with v_reset = 0 the usual v' - v_threshold) or v' unchanged ("none")
 
 Integer semantics (the quantized graph; the CPU backend is its definition,
 ``docs/semantics.md`` the prose)::
@@ -25,7 +26,7 @@ Integer semantics (the quantized graph; the CPU backend is its definition,
     a_in = sum over projections of (W_int << weight_exp) . s(t - 1 - delay)
     u'   = rz(u * (4096 - i_decay) / 4096) + (a_in << 6)          saturate to state_bits
     v'   = rz(v * (4096 - v_decay) / 4096) + u' + (bias_mant << bias_exp)   saturate
-    z    = v' > (vth << 6)   (strict);  reset v' = 0 or v' - (vth << 6)
+    z    = v' > (vth << 6)   (strict);  reset v' = vreset << 6, v' - ((vth - vreset) << 6) or unchanged
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ NEURON_MODELS: dict[str, tuple[str, ...]] = {
 """Neuron model name -> the float parameters it must carry (each of the population's shape)."""
 
 SPIKING_MODELS = frozenset({"lif", "cuba_lif", "if", "threshold"})
-RESET_MODES = ("zero", "subtract")
+RESET_MODES = ("zero", "subtract", "none")
 PROJECTION_KINDS = ("dense", "sparse", "conv")
 STAGES = ("float", "quantized")
 
@@ -80,9 +81,14 @@ class IntNeuron:
 
         u' = sat(rz(u * (4096 - i_decay) / 4096) + (a_in << 6))
         v' = sat(rz(v * (4096 - v_decay) / 4096) + u' + (bias_mant << bias_exp))
-        spike if spiking and v' > vth << 6; then v' = 0 (reset "zero") or v' - (vth << 6)
+        spike if spiking and v' > vth << 6; then
+            v' = vreset << 6                 (reset "zero")
+            v' = v' - ((vth - vreset) << 6)  (reset "subtract")
+            v' unchanged                     (reset "none")
+        and v' is clipped to the state range again
 
-    Lava's LIF takes ``du = i_decay - 1`` (it adds a hidden 1) and ``dv = v_decay``.
+    ``vreset`` None means zeros. Lava's LIF takes ``du = i_decay - 1`` (it adds
+    a hidden 1) and ``dv = v_decay``; it can only reset to 0.
     """
 
     i_decay: np.ndarray
@@ -93,6 +99,11 @@ class IntNeuron:
     spiking: bool
     reset: str = "zero"
     state_bits: int = 24
+    vreset: np.ndarray | None = None
+
+    def vreset_or_zeros(self) -> np.ndarray:
+        """``vreset`` as an int64 array (zeros when unset)."""
+        return np.zeros(self.vth.shape, dtype=np.int64) if self.vreset is None else self.vreset.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -262,8 +273,10 @@ def _check_population(pop: Population, stage: str) -> None:
         q = pop.quant
         if q is None:
             raise _fail(stage, what, "has no quantized parameters")
-        for key in ("i_decay", "v_decay", "vth", "bias_mant", "bias_exp"):
+        for key in ("i_decay", "v_decay", "vth", "bias_mant", "bias_exp", "vreset"):
             arr = getattr(q, key)
+            if arr is None and key == "vreset":
+                continue
             if arr.shape != (pop.size,) or not np.issubdtype(arr.dtype, np.integer):
                 raise _fail(stage, what,
                             f"quant.{key} must be an integer array of shape ({pop.size},), got {arr.dtype}{arr.shape}")
@@ -409,6 +422,7 @@ def dump(graph: Graph) -> str:
                 f"    quant: i_decay={_summary(q.i_decay)} v_decay={_summary(q.v_decay)} vth={_summary(q.vth)} "
                 f"bias={_summary(q.bias_mant)}<<{_summary(q.bias_exp)} spiking={q.spiking} reset={q.reset} "
                 f"state_bits={q.state_bits}"
+                + ("" if q.vreset is None or not np.any(q.vreset) else f" vreset={_summary(q.vreset)}")
             )
     for proj in graph.projections:
         w = np.asarray(proj.weight)
@@ -464,6 +478,7 @@ def _pack(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             entry["quant"] = {
                 "spiking": q.spiking, "reset": q.reset, "state_bits": q.state_bits,
                 **{k: put(f"p{i}/q/{k}", getattr(q, k)) for k in ("i_decay", "v_decay", "vth", "bias_mant", "bias_exp")},
+                "vreset": put(f"p{i}/q/vreset", q.vreset),
             }
         pops.append(entry)
     projs = []
@@ -525,6 +540,7 @@ def _unpack(header: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> Graph:
             quant = IntNeuron(
                 **{k: get(q[k]) for k in ("i_decay", "v_decay", "vth", "bias_mant", "bias_exp")},
                 spiking=bool(q["spiking"]), reset=q["reset"], state_bits=int(q["state_bits"]),
+                vreset=get(q.get("vreset")),
             )
         pops.append(Population(
             name=entry["name"], shape=tuple(int(n) for n in entry["shape"]), model=entry["model"],

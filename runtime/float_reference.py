@@ -14,7 +14,8 @@ seconds::
     threshold:          v = x
     spiking models (lif, cuba_lif, if, threshold):
                         z = v > v_threshold (strict); where z: v = v_reset   (reset "zero")
-                                                               v = v - v_threshold (reset "subtract")
+                                                               v = v - (v_threshold - v_reset) ("subtract")
+                                                               v unchanged (reset "none")
 
 A projection's output is ``W . s`` where ``s`` is the source's spikes (0/1)
 or, for non-spiking sources (li, cuba_li, i), its ``v``; input populations
@@ -110,8 +111,8 @@ class _Neurons:
         z = self.v > c["v_threshold"]
         if self.reset == "zero":
             self.v = np.where(z, c["v_reset"], self.v)
-        else:
-            self.v = np.where(z, self.v - c["v_threshold"], self.v)
+        elif self.reset == "subtract":
+            self.v = np.where(z, self.v - (c["v_threshold"] - c["v_reset"]), self.v)
         return z
 
 

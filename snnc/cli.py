@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hw", help="hardware description YAML overriding the target's bundled one")
     p.add_argument("--output", "-o", required=True, help="artifact directory to write")
     p.add_argument("--dt", type=float, help="time step in seconds for NIR files (default: file metadata, else 1e-4)")
-    p.add_argument("--reset", choices=("zero", "subtract"),
+    p.add_argument("--reset", choices=("zero", "subtract", "none"),
                    help="reset mode of spiking neurons for NIR files (default: file metadata, else zero)")
     p.add_argument("--dump-ir", metavar="DIR", help="write a readable IR dump after every pass into DIR")
     p.set_defaults(func=_cmd_compile)

@@ -24,7 +24,8 @@ def input_pop(name: str, shape: tuple[int, ...] | int) -> ir.Population:
 
 
 def neuron_pop(name: str, shape: tuple[int, ...] | int, *, i_decay=4096, v_decay=0, vth=1000, bias_mant=0,
-               bias_exp=0, spiking: bool = True, reset: str = "zero", state_bits: int = 24) -> ir.Population:
+               bias_exp=0, spiking: bool = True, reset: str = "zero", state_bits: int = 24,
+               vreset=None) -> ir.Population:
     """A quantized LIF ("lif", or "li" when not spiking); integer params broadcast to the population."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     n = int(np.prod(shape))
@@ -36,7 +37,8 @@ def neuron_pop(name: str, shape: tuple[int, ...] | int, *, i_decay=4096, v_decay
     floats = {"tau_mem": 1e-3, "r": 1.0, "v_leak": 0.0, "v_threshold": 1.0, "v_reset": 0.0, "bias": 0.0}
     params = {k: np.full(shape, floats[k]) for k in ir.NEURON_MODELS[model]}
     quant = ir.IntNeuron(i_decay=ints(i_decay), v_decay=ints(v_decay), vth=ints(vth), bias_mant=ints(bias_mant),
-                         bias_exp=ints(bias_exp), spiking=spiking, reset=reset, state_bits=state_bits)
+                         bias_exp=ints(bias_exp), spiking=spiking, reset=reset, state_bits=state_bits,
+                         vreset=None if vreset is None else ints(vreset))
     return ir.Population(name, shape, model, params, reset=reset, quant=quant)
 
 
@@ -149,6 +151,19 @@ def test_reset_zero_and_subtract():
     # subtract keeps the excess: 400, 800-640=160, 560, 960-640=320, 720-640=80, 480, 880-640=240, 640 (silent), ...
     assert out_sub["n"].v[:, 0].tolist() == [400, 160, 560, 320, 80, 480, 240, 640, 400]
     assert spike_steps(out_sub["n"]) == [1, 3, 4, 6, 8]
+
+
+def test_reset_to_vreset_subtract_relative_to_vreset_and_none():
+    # vth 10 -> 640; vreset 2 -> 128
+    to_vreset = bias_only(steps=4, bias_mant=400, vth=10, reset="zero", vreset=2)
+    assert to_vreset["n"].v[:, 0].tolist() == [400, 128, 528, 128]
+    # subtract lowers v by (vth - vreset) << 6 = 512: 400, 800-512=288, 688-512=176, 576
+    relative = bias_only(steps=4, bias_mant=400, vth=10, reset="subtract", vreset=2)
+    assert relative["n"].v[:, 0].tolist() == [400, 288, 176, 576]
+    assert spike_steps(relative["n"]) == [1, 2]
+    never = bias_only(steps=4, bias_mant=400, vth=10, reset="none")
+    assert never["n"].v[:, 0].tolist() == [400, 800, 1200, 1600]
+    assert spike_steps(never["n"]) == [1, 2, 3]
 
 
 def test_u_is_not_reset_by_a_spike():
@@ -419,7 +434,14 @@ def reference_run(graph: ir.Graph, stimulus: dict[str, np.ndarray], steps: int):
                         vn = max(-limit, min(limit, vn))
                     s = q.spiking and vn > int(q.vth[n]) * 64
                     if s:
-                        vn = vn - int(q.vth[n]) * 64 if q.reset == "subtract" else 0
+                        vr = int(q.vreset_or_zeros()[n]) * 64
+                        if q.reset == "zero":
+                            vn = vr
+                        elif q.reset == "subtract":
+                            vn = vn - (int(q.vth[n]) * 64 - vr)
+                        if abs(vn) > limit:
+                            clipped[name]["v"] += 1
+                            vn = max(-limit, min(limit, vn))
                     u[name][n], v[name][n] = un, vn
                     fired.append(s)
                 spikes[name].append(fired)
@@ -473,8 +495,9 @@ def _random_neurons(rng: np.random.Generator, name: str, shape) -> ir.Population
 
     return neuron_pop(name, shape, i_decay=decay(n), v_decay=decay(n), vth=rng.integers(0, 120, size=n),
                       bias_mant=rng.integers(-80, 81, size=n), bias_exp=rng.integers(0, 5, size=n),
-                      spiking=bool(rng.random() < 0.8), reset=str(rng.choice(["zero", "subtract"])),
-                      state_bits=int(rng.choice([12, 16, 24, 32])))
+                      spiking=bool(rng.random() < 0.8), reset=str(rng.choice(["zero", "subtract", "none"])),
+                      state_bits=int(rng.choice([12, 16, 24, 32])),
+                      vreset=rng.integers(-40, 41, size=n) if rng.random() < 0.5 else None)
 
 
 def random_network(rng: np.random.Generator) -> ir.Graph:
@@ -545,7 +568,8 @@ def test_random_networks_exercise_every_feature():
     assert any(p.max_delay > 0 and p.kind == "sparse" for p in projections)
     assert any(p.src == p.dst for p in projections)
     assert any(p.quant.weight.min() < 0 < p.quant.weight.max() for p in projections)
-    assert {p.quant.reset for p in pops} == {"zero", "subtract"}
+    assert {p.quant.reset for p in pops} == {"zero", "subtract", "none"}
+    assert any(p.quant.vreset is not None and p.quant.vreset.any() for p in pops)
     assert {p.quant.spiking for p in pops} == {True, False}
     decays = np.concatenate([np.concatenate([p.quant.i_decay, p.quant.v_decay]) for p in pops])
     assert decays.min() == 0 and decays.max() == 4096 and ((decays > 0) & (decays < 4096)).any()

@@ -500,3 +500,22 @@ def test_784_512_512_10_network_runs_100_steps_well_under_a_second():
     assert out["out"].spikes.shape == (100, 10)
     # measured about 0.02 s; the bound leaves room for a loaded CI machine
     assert elapsed < 0.5, f"took {elapsed:.2f} s"
+
+
+def _bias_driven_if(reset: str, v_reset: float) -> ir.Graph:
+    params = {"r": np.ones(1), "v_threshold": np.ones(1), "v_reset": np.full(1, v_reset), "bias": np.full(1, 0.75)}
+    return ir.Graph(populations=(ir.Population("in", (1,), "input"), ir.Population("n", (1,), "if", params, reset=reset)),
+                    projections=(), inputs=("in",), outputs=("n",), dt=1e-3)
+
+
+@pytest.mark.parametrize("reset, v_reset, expected_v, expected_spikes", [
+    # v: 0.75, 1.5 -> spike; zero: lands on v_reset
+    ("zero", 0.25, [0.75, 0.25, 1.0, 0.25], [False, True, False, True]),
+    # subtract lowers v by v_threshold - v_reset = 0.75: 1.5 -> 0.75, 1.5 -> 0.75
+    ("subtract", 0.25, [0.75, 0.75, 0.75, 0.75], [False, True, True, True]),
+    ("none", 0.0, [0.75, 1.5, 2.25, 3.0], [False, True, True, True]),
+])
+def test_reset_modes_with_v_reset(reset, v_reset, expected_v, expected_spikes):
+    out = simulate(_bias_driven_if(reset, v_reset), {"in": np.zeros((4, 1))}, record_state=True)
+    np.testing.assert_allclose(out["n"].v[:, 0], expected_v)
+    assert out["n"].spikes[:, 0].tolist() == expected_spikes

@@ -231,13 +231,19 @@ def test_integer_voltage_tracks_64_s_times_the_float_voltage(model: str, values:
 # --------------------------------------------------------------------------- errors and warnings
 
 
-def test_nonzero_v_reset_is_refused_with_the_population_name() -> None:
-    with pytest.raises(quantize.QuantizeError, match=r"population 'fc1': v_reset = 0.5 is not representable"):
-        quantize.run(two_layer("lif", v_reset=0.5), CPU)
+def test_nonzero_v_reset_scales_like_the_threshold() -> None:
+    g = quantize_quietly(two_layer("lif", v_reset=0.5))
+    q, scale = g.population("fc1").quant, g.meta["quantization"]["scales"]["fc1"]
+    assert q is not None and q.vreset is not None
+    np.testing.assert_array_equal(q.vreset, np.rint(scale * 0.5))
+    with pytest.raises(quantize.QuantizeError, match=r"population 'fc1': v_reset = 1e\+06 becomes .* beyond the 17-bit"):
+        quantize.run(two_layer("lif", v_reset=1e6), CPU)
 
 
-def test_v_reset_is_ignored_by_reset_by_subtraction() -> None:
-    assert quantize_quietly(two_layer("lif", reset="subtract", v_reset=0.5)).is_quantized
+def test_v_reset_sets_the_subtracted_amount_under_reset_by_subtraction() -> None:
+    g = quantize_quietly(two_layer("lif", reset="subtract", v_reset=0.5))
+    q = g.population("fc1").quant
+    assert q is not None and q.vreset is not None and q.vreset.min() > 0
 
 
 def test_negative_threshold_is_refused() -> None:

@@ -67,11 +67,11 @@ def export_nir(graph: ir.Graph, path: str | Path | None = None) -> nir.NIRGraph:
         raise NirExportError(f"cannot export an invalid graph: {exc}") from exc
     builder = _Builder(graph)
     result = builder.build()
-    subtract = [p.name for p in graph.populations if p.spiking and p.model != "input" and p.reset == "subtract"]
-    if subtract:
-        warnings.warn(NirExportWarning(
-            f"populations {subtract} reset by subtraction: NIR cannot represent reset by subtraction; "
-            f"recorded in metadata only"), stacklevel=2)
+    for mode, words in (("subtract", "reset by subtraction"), ("none", "do not reset")):
+        names = [p.name for p in graph.populations if p.spiking and p.model != "input" and p.reset == mode]
+        if names:
+            warnings.warn(NirExportWarning(
+                f"populations {names} {words}: NIR cannot represent that; recorded in metadata only"), stacklevel=2)
     if path is not None:
         _write_atomically(Path(path), result)
     return result

@@ -101,7 +101,7 @@ Shape = tuple[int, ...]
 def import_nir(source: str | Path | nir.NIRGraph, dt: float | None = None, reset: str | None = None) -> ir.Graph:
     """Import a NIR file or ``nir.NIRGraph`` as a float-stage :class:`ir.Graph`.
 
-    ``dt`` (seconds) and ``reset`` ("zero" or "subtract") override what the
+    ``dt`` (seconds) and ``reset`` ("zero", "subtract" or "none") override what the
     file's metadata says; see the module docstring for the precedence.
     Raises :class:`NirImportError` with a one-line message naming the file or node.
     """

@@ -222,9 +222,9 @@ def _check_ranges(pop: ir.Population, q: ir.IntNeuron, pos_in: np.ndarray, neg_i
     v_pos = _leaky_bound(step_pos, q.v_decay)
     if q.spiking:
         # v' is compared before saturating further: it tops out one step above the threshold, provided the
-        # reset brings it back under (always for reset to 0; for subtraction only if a step is below vth)
+        # reset brings it back under (always for reset to 0; for subtraction only if a step is below vth; never for reset "none")
         thr = (q.vth * _SHIFT).astype(np.float64)
-        capped = (q.reset == "zero") | (step_pos <= thr)
+        capped = (q.reset == "zero") | ((q.reset == "subtract") & (step_pos <= thr))
         v_pos = np.where(capped, np.minimum(v_pos, thr + step_pos), v_pos)
     v_neg = _leaky_bound(step_neg, q.v_decay)
     _warn_range(pop, "u", float(u_pos.max()), float(u_neg.max()), q.state_bits)
@@ -234,15 +234,20 @@ def _check_ranges(pop: ir.Population, q: ir.IntNeuron, pos_in: np.ndarray, neg_i
 def _neuron(pop: ir.Population, dyn: _Dynamics, scale: float, hw: HardwareConfig) -> ir.IntNeuron:
     """The integer parameters of ``pop`` at scale S."""
     spiking = pop.model in ir.SPIKING_MODELS
-    if spiking and pop.reset == "zero" and "v_reset" in pop.params:
-        v_reset = _param(pop, "v_reset")
-        if np.any(v_reset != 0):
-            value = v_reset[np.flatnonzero(v_reset)[0]]
-            raise QuantizeError(f"population '{pop.name}': v_reset = {value:g} is not representable; "
-                                f"integer targets reset to 0")
+    vreset = None
     if spiking:
         top = (1 << hw.numerics.threshold_bits) - 1
         vth = np.clip(np.rint(scale * _param(pop, "v_threshold")), 0, top).astype(np.int64)
+        if "v_reset" in pop.params and np.any(_param(pop, "v_reset") != 0):
+            # v_reset shares the threshold's units and width: reset "zero" lands on it, "subtract" lowers v
+            # by (v_threshold - v_reset)
+            vreset = np.rint(scale * _param(pop, "v_reset"))
+            if np.abs(vreset).max() > top:
+                worst = float(_param(pop, "v_reset")[np.argmax(np.abs(vreset))])
+                raise QuantizeError(f"population '{pop.name}': v_reset = {worst:g} becomes {np.abs(vreset).max():.0f} "
+                                    f"at scale {scale:.3g}, beyond the {hw.numerics.threshold_bits}-bit range "
+                                    f"±{top} ({hw.source}: numerics.threshold_bits)")
+            vreset = vreset.astype(np.int64)
     else:
         vth = np.zeros(pop.size, dtype=np.int64)
     bias_mant, bias_exp = _quantize_bias(_SHIFT * scale * dyn.bias, pop, hw)
@@ -250,7 +255,7 @@ def _neuron(pop: ir.Population, dyn: _Dynamics, scale: float, hw: HardwareConfig
         i_decay=_decay(dyn.i_decay, pop, "i_decay"),
         v_decay=_decay(dyn.v_decay, pop, "v_decay"),
         vth=vth, bias_mant=bias_mant, bias_exp=bias_exp, spiking=spiking, reset=pop.reset,
-        state_bits=hw.numerics.state_bits,
+        state_bits=hw.numerics.state_bits, vreset=vreset,
     )
 
 
