@@ -6,6 +6,7 @@ Python API::
     art = snnc.compile("model.nir", target="cpu", out_dir="build/model")
     rasters = art.run({"input": spikes})          # {population: Raster}
     art = snnc.load("build/model")
+    graph = snnc.export(torch_model, sample_input, path="model.nir")   # snnTorch, snnc.nn or Norse
 """
 
 __version__ = "0.1.0"
@@ -16,6 +17,13 @@ def compile(*args, **kwargs):  # noqa: A001
     from snnc.api import compile as _compile
 
     return _compile(*args, **kwargs)
+
+
+def export(model, sample_input, dt=None, reset=None, path=None):
+    """See :func:`snnc.api.export`."""
+    from snnc.api import export as _export
+
+    return _export(model, sample_input, dt=dt, reset=reset, path=path)
 
 
 def load(path):

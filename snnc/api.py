@@ -5,6 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from snnc import targets
 from snnc.backends import base
 from snnc.compiler import hw as hwmod
@@ -21,17 +23,21 @@ def compile(  # noqa: A001 - the natural name for users: snnc.compile(...)
     dt: float | None = None,
     reset: str | None = None,
     dump_ir: str | Path | None = None,
+    calibration: np.ndarray | str | Path | None = None,
 ) -> base.Artifact:
     """Import ``model`` (a path or a float IR graph), run the pipeline for ``target`` and emit an artifact.
 
     ``hw`` overrides the target's bundled hardware description; ``out_dir``
     defaults to a fresh temporary directory; ``dt`` (seconds) and ``reset``
-    apply to NIR files, which carry neither.
+    apply to NIR and ONNX files, which carry neither; ``calibration`` (inputs
+    or an ``.npz`` holding them) sets the scales of an ONNX conversion.
     """
     tgt = targets.get_target(target)
     backend = targets.usable_backend(tgt)
     hw_config = hwmod.load_hw(hw) if hw is not None else hwmod.bundled_hw(tgt.hw)
-    graph = model if isinstance(model, ir.Graph) else load_model(model, dt=dt, reset=reset)
+    if isinstance(model, ir.Graph) and calibration is not None:
+        raise ValueError("calibration applies to .onnx model files, not to an already imported graph")
+    graph = model if isinstance(model, ir.Graph) else load_model(model, dt=dt, reset=reset, calibration=calibration)
     quantized = pipeline.compile_graph(graph, hw_config, dump_ir)
     reasons = backend.unsupported(quantized, hw_config)
     if reasons:
@@ -39,6 +45,42 @@ def compile(  # noqa: A001 - the natural name for users: snnc.compile(...)
     if out_dir is None:
         out_dir = Path(tempfile.mkdtemp(prefix="snnc-")) / tgt.name
     return backend.compile(quantized, hw_config, out_dir)
+
+
+def export(
+    model: object,
+    sample_input: object,
+    dt: float | None = None,
+    reset: str | None = None,
+    path: str | Path | None = None,
+) -> ir.Graph:
+    """The float IR graph of a trained PyTorch spiking network; with ``path``, also written there as NIR.
+
+    Norse models go to ``frontends.norse_export``; everything else (snnTorch,
+    plain torch with :mod:`snnc.nn` neurons) to ``frontends.torch_export``.
+    ``sample_input`` is one time step with a batch dimension, (B, *features).
+    ``dt`` (seconds per step) defaults to the frontend's (snnc.nn modules'
+    own, else 1e-4 s for snnTorch; Norse cells' own). ``reset`` ("zero",
+    "subtract", "none") is a check that every neuron resets that way, never
+    an override. The ``.nir`` file records reset modes NIR cannot state in
+    metadata and warns (``NirExportWarning``).
+    """
+    try:
+        from snnc.compiler.frontends import norse_export
+    except ImportError:  # the Norse frontend is optional
+        norse_export = None
+    options = {} if dt is None else {"dt": dt}
+    if norse_export is not None and norse_export.is_norse_model(model):
+        graph = norse_export.export_norse(model, sample_input, reset=reset, **options)
+    else:
+        from snnc.compiler.frontends.torch_export import export_torch
+
+        graph = export_torch(model, sample_input, reset=reset, **options)
+    if path is not None:
+        from snnc.compiler.frontends.nir_export import export_nir
+
+        export_nir(graph, path)
+    return graph
 
 
 def load(path: str | Path) -> base.Artifact:

@@ -42,7 +42,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from snnc import api
 
     artifact = api.compile(args.model, target=args.target, hw=args.hw, out_dir=args.output,
-                           dt=args.dt, reset=args.reset, dump_ir=args.dump_ir)
+                           dt=args.dt, reset=args.reset, dump_ir=args.dump_ir, calibration=args.calibration)
     graph = artifact.graph
     neurons = sum(p.size for p in graph.populations if p.model != "input")
     synapses = sum(p.synapse_count for p in graph.projections)
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_targets)
 
     p = sub.add_parser("compile", help="compile a model for a target")
-    p.add_argument("model", help="model file (.nir, or an snnc graph .npz)")
+    p.add_argument("model", help="model file (.nir, .onnx, or an snnc graph .npz)")
     p.add_argument("--target", "-t", default="cpu", help="target name (see `snnc targets`), default cpu")
     p.add_argument("--hw", help="hardware description YAML overriding the target's bundled one")
     p.add_argument("--output", "-o", required=True, help="artifact directory to write")
@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reset", choices=("zero", "subtract", "none"),
                    help="reset mode of spiking neurons for NIR files (default: file metadata, else zero)")
     p.add_argument("--dump-ir", metavar="DIR", help="write a readable IR dump after every pass into DIR")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="for .onnx models: .npz with typical inputs (B, ...) named like the ONNX input, or 'input'; "
+                        "sets each layer's firing-rate scale (without it, worst-case scales cost accuracy)")
     p.set_defaults(func=_cmd_compile)
 
     p = sub.add_parser("run", help="run a compiled artifact on a stimulus")
