@@ -34,7 +34,9 @@ Every non-input neuron holds two integers, the current ``u`` and the voltage
    then where s: ``v = vreset << 6`` (reset "zero"), ``v -= (vth - vreset) << 6``
    (reset "subtract") or v unchanged (reset "none"), clipped to the state
    range again; ``vreset`` is 0 unless set. u is never reset. Non-spiking
-   populations never spike; their output is v.
+   populations never spike; their output is v. For ``refractory`` steps
+   after a spike, v is frozen: it keeps its post-reset value (no decay, no u,
+   no bias), cannot spike and is not counted as clipped; u integrates as usual.
 5. Record s, u and v, after the reset.
 
 Conv projections follow PyTorch's conv2d (zero padding, stride, dilation,
@@ -267,6 +269,7 @@ def _flatten(graph: ir.Graph) -> _Program:
     vth = np.zeros(total, dtype=np.int64)
     reset_keep = np.zeros(total, dtype=np.int64)
     reset_add = np.zeros(total, dtype=np.int64)
+    refractory = np.zeros(total, dtype=np.int64)
     for index, pop in enumerate(graph.populations):
         if pop.model == "input":
             continue
@@ -279,6 +282,7 @@ def _flatten(graph: ir.Graph) -> _Program:
         vth[span] = np.left_shift(np.asarray(q.vth, dtype=np.int64), ir.ACT_SHIFT)
         pop_limit[index] = (1 << (q.state_bits - 1)) - 1
         pop_spiking[index] = q.spiking
+        refractory[span] = q.refractory
         vreset = np.left_shift(q.vreset_or_zeros(), ir.ACT_SHIFT)
         if q.reset == "zero":
             reset_add[span] = vreset
@@ -354,7 +358,7 @@ def _flatten(graph: ir.Graph) -> _Program:
     meta = np.asarray(rows_meta, dtype=np.int64).reshape(-1, 5)
     arrays = {
         "pop_start": pop_start, "pop_size": pop_size, "pop_in_col": pop_in_col, "pop_spiking": pop_spiking,
-        "pop_limit": pop_limit, "reset_keep": reset_keep, "reset_add": reset_add,
+        "pop_limit": pop_limit, "reset_keep": reset_keep, "reset_add": reset_add, "refractory": refractory,
         "keep_u": keep_u, "keep_v": keep_v, "bias": bias, "vth": vth,
         "rows_src_off": np.ascontiguousarray(meta[:, 0]), "rows_src_n": np.ascontiguousarray(meta[:, 1]),
         "rows_dst_off": np.ascontiguousarray(meta[:, 2]), "rows_dst_n": np.ascontiguousarray(meta[:, 3]),
@@ -397,7 +401,7 @@ def _execute(program: _Program, graph: ir.Graph, stimulus: Mapping[str, np.ndarr
     saturations = np.zeros((batch, len(program.names), 2), dtype=np.int64)
     cpu_kernels.run_batch(
         stim, a["pop_start"], a["pop_size"], a["pop_in_col"], a["pop_spiking"], a["pop_limit"],
-        pop_u_col, pop_v_col, a["keep_u"], a["keep_v"], a["bias"], a["vth"], a["reset_keep"], a["reset_add"],
+        pop_u_col, pop_v_col, a["keep_u"], a["keep_v"], a["bias"], a["vth"], a["reset_keep"], a["reset_add"], a["refractory"],
         a["rows_src_off"], a["rows_src_n"], a["rows_dst_off"], a["rows_dst_n"], a["rows_w_off"], a["rows_w"],
         a["fan_ptr"], a["fan_target"], a["fan_w"], program.n_slots,
         spikes, u_out, v_out, saturations,

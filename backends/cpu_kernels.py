@@ -9,7 +9,8 @@ column of an input population, -1 otherwise), ``pop_spiking``,
 Per neuron (length N, int64): ``keep_u = 4096 - i_decay``, ``keep_v = 4096 -
 v_decay``, ``bias = bias_mant << bias_exp``, ``vth = vth << 6``, and the reset
 as an affine map of v, ``v = reset_keep * v + reset_add``: reset "zero" is
-(0, vreset << 6), "subtract" (1, -((vth - vreset) << 6)), "none" (1, 0).
+(0, vreset << 6), "subtract" (1, -((vth - vreset) << 6)), "none" (1, 0);
+``refractory`` (steps v stays frozen after a spike).
 
 Synapses come in two forms:
 
@@ -53,7 +54,7 @@ def _decay(state: np.int64, keep: np.int64) -> np.int64:
 
 @njit(cache=True)
 def _run_sample(b, stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_limit,
-                pop_u_col, pop_v_col, keep_u, keep_v, bias, vth, reset_keep, reset_add,
+                pop_u_col, pop_v_col, keep_u, keep_v, bias, vth, reset_keep, reset_add, refractory,
                 rows_src_off, rows_src_n, rows_dst_off, rows_dst_n, rows_w_off, rows_w,
                 fan_ptr, fan_target, fan_w, n_slots,
                 spikes, u_out, v_out, saturations):
@@ -62,6 +63,7 @@ def _run_sample(b, stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_limit
     steps = spikes.shape[1]
     u = np.zeros(n_total, dtype=np.int64)
     v = np.zeros(n_total, dtype=np.int64)
+    frozen = np.zeros(n_total, dtype=np.int64)
     ring = n_slots * n_total
     acc = np.zeros(ring, dtype=rows_w.dtype)
     active = np.empty(n_total, dtype=np.int64)
@@ -88,16 +90,21 @@ def _run_sample(b, stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_limit
             vth_p = vth[start:stop]
             reset_keep_p = reset_keep[start:stop]
             reset_add_p = reset_add[start:stop]
+            refractory_p = refractory[start:stop]
+            frozen_p = frozen[start:stop]
             fired_p = fired_now[start:stop]
             for n in range(stop - start):
                 un = _decay(u_p[n], keep_u_p[n]) + (np.int64(a_in[n]) << 6)
                 a_in[n] = 0
                 clipped_u += (un > limit) | (un < -limit)
                 un = min(max(un, -limit), limit)
+                # a refractory neuron keeps its v (no decay, no input) and cannot spike; u integrated above
+                resting = frozen_p[n] > 0
                 vn = _decay(v_p[n], keep_v_p[n]) + un + bias_p[n]
-                clipped_v += (vn > limit) | (vn < -limit)
-                vn = min(max(vn, -limit), limit)
-                fired = spiking & (vn > vth_p[n])
+                clipped_v += (~resting) & ((vn > limit) | (vn < -limit))
+                vn = v_p[n] if resting else min(max(vn, -limit), limit)
+                fired = spiking & (~resting) & (vn > vth_p[n])
+                frozen_p[n] = refractory_p[n] if fired else max(frozen_p[n] - 1, 0)
                 # reset as one affine map: zero (keep 0, add vreset<<6), subtract (1, -(vth-vreset)<<6), none (1, 0)
                 vr = reset_keep_p[n] * vn + reset_add_p[n]
                 clipped_v += fired & ((vr > limit) | (vr < -limit))
@@ -143,7 +150,7 @@ def _run_sample(b, stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_limit
 
 @njit(parallel=True, cache=True)
 def run_batch(stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_limit,
-              pop_u_col, pop_v_col, keep_u, keep_v, bias, vth, reset_keep, reset_add,
+              pop_u_col, pop_v_col, keep_u, keep_v, bias, vth, reset_keep, reset_add, refractory,
               rows_src_off, rows_src_n, rows_dst_off, rows_dst_n, rows_w_off, rows_w,
               fan_ptr, fan_target, fan_w, n_slots,
               spikes, u_out, v_out, saturations):
@@ -155,7 +162,7 @@ def run_batch(stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_limit,
     """
     for b in prange(stim.shape[0]):
         _run_sample(b, stim, pop_start, pop_size, pop_in_col, pop_spiking, pop_limit,
-                    pop_u_col, pop_v_col, keep_u, keep_v, bias, vth, reset_keep, reset_add,
+                    pop_u_col, pop_v_col, keep_u, keep_v, bias, vth, reset_keep, reset_add, refractory,
                     rows_src_off, rows_src_n, rows_dst_off, rows_dst_n, rows_w_off, rows_w,
                     fan_ptr, fan_target, fan_w, n_slots,
                     spikes, u_out, v_out, saturations)

@@ -67,6 +67,7 @@ class NeuronSupport:
 
     models: tuple[str, ...]
     reset_modes: tuple[str, ...]
+    max_refractory: int = 0   # longest refractory period (steps) the neuron can hold v frozen; 0 = none
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "numerics.bias_exp_max": (0, 15),
     "numerics.delay_bits": (0, 8),
     "core.max_neurons": (1, None),
+    "neurons.max_refractory": (0, 1024),
     "core.max_fan_in": (1, None),
     "core.max_fan_out": (1, None),
     "core.synapse_memory_bytes": (1, None),

@@ -18,7 +18,8 @@ Float semantics (what the float reference simulates, forward Euler at ``dt``;
     li, cuba_li, i: as lif, cuba_lif, if but never spike (their output is v)
     threshold: v' = x
     spike z = v' > v_threshold; then v' = v_reset (reset "zero"), v' - (v_threshold - v_reset)
-    ("subtract"; with v_reset = 0 the usual v' - v_threshold) or v' unchanged ("none")
+    ("subtract"; with v_reset = 0 the usual v' - v_threshold) or v' unchanged ("none");
+    for ``refractory`` steps after a spike v is frozen (no decay, no input, no spike) while I integrates
 
 Integer semantics (the quantized graph; the CPU backend is its definition,
 ``docs/semantics.md`` the prose)::
@@ -85,7 +86,8 @@ class IntNeuron:
             v' = vreset << 6                 (reset "zero")
             v' = v' - ((vth - vreset) << 6)  (reset "subtract")
             v' unchanged                     (reset "none")
-        and v' is clipped to the state range again
+        and v' is clipped to the state range again; then for ``refractory``
+        steps v is frozen (no decay, no input, no spike) while u integrates
 
     ``vreset`` None means zeros. Lava's LIF takes ``du = i_decay - 1`` (it adds
     a hidden 1) and ``dv = v_decay``; it can only reset to 0.
@@ -100,6 +102,7 @@ class IntNeuron:
     reset: str = "zero"
     state_bits: int = 24
     vreset: np.ndarray | None = None
+    refractory: int = 0
 
     def vreset_or_zeros(self) -> np.ndarray:
         """``vreset`` as an int64 array (zeros when unset)."""
@@ -139,6 +142,9 @@ class Population:
     (time constants in seconds, like every NIR exporter). ``bias`` is a
     constant input added to the projections' sum every step. ``quant`` is
     set by the quantize pass; ``placement`` by the place pass.
+    ``refractory`` (steps, spiking models only) freezes v after each spike:
+    it neither decays nor integrates and cannot spike; the current I keeps
+    integrating.
     """
 
     name: str
@@ -148,6 +154,7 @@ class Population:
     reset: str = "zero"
     quant: IntNeuron | None = None
     placement: tuple[int, ...] | None = None
+    refractory: int = 0
 
     @property
     def size(self) -> int:
@@ -254,6 +261,10 @@ def _check_population(pop: Population, stage: str) -> None:
         raise _fail(stage, what, f"unknown neuron model '{pop.model}' (known: {', '.join(NEURON_MODELS)})")
     if not pop.shape or any(int(n) <= 0 for n in pop.shape):
         raise _fail(stage, what, f"shape {pop.shape} must be non-empty with positive sizes")
+    if not isinstance(pop.refractory, int) or pop.refractory < 0:
+        raise _fail(stage, what, f"refractory {pop.refractory!r} must be a whole number of steps >= 0")
+    if pop.refractory and pop.model not in SPIKING_MODELS:
+        raise _fail(stage, what, f"refractory {pop.refractory} needs a spiking model, not '{pop.model}'")
     if pop.reset not in RESET_MODES:
         raise _fail(stage, what, f"reset '{pop.reset}' must be one of {RESET_MODES}")
     needed = NEURON_MODELS[pop.model]
@@ -411,6 +422,8 @@ def dump(graph: Graph) -> str:
         head = f"population {pop.name} {pop.model} shape={tuple(pop.shape)} n={pop.size}"
         if pop.model in SPIKING_MODELS:
             head += f" reset={pop.reset}"
+        if pop.refractory:
+            head += f" refractory={pop.refractory}"
         if pop.placement is not None:
             head += f" placement={list(pop.placement)}"
         lines.append(head)
@@ -423,6 +436,7 @@ def dump(graph: Graph) -> str:
                 f"bias={_summary(q.bias_mant)}<<{_summary(q.bias_exp)} spiking={q.spiking} reset={q.reset} "
                 f"state_bits={q.state_bits}"
                 + ("" if q.vreset is None or not np.any(q.vreset) else f" vreset={_summary(q.vreset)}")
+                + (f" refractory={q.refractory}" if q.refractory else "")
             )
     for proj in graph.projections:
         w = np.asarray(proj.weight)
@@ -472,6 +486,7 @@ def _pack(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             "name": pop.name, "shape": list(pop.shape), "model": pop.model, "reset": pop.reset,
             "params": {k: put(f"p{i}/{k}", v) for k, v in pop.params.items()},
             "placement": None if pop.placement is None else list(pop.placement),
+            "refractory": pop.refractory,
         }
         if pop.quant is not None:
             q = pop.quant
@@ -479,6 +494,7 @@ def _pack(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
                 "spiking": q.spiking, "reset": q.reset, "state_bits": q.state_bits,
                 **{k: put(f"p{i}/q/{k}", getattr(q, k)) for k in ("i_decay", "v_decay", "vth", "bias_mant", "bias_exp")},
                 "vreset": put(f"p{i}/q/vreset", q.vreset),
+                "refractory": q.refractory,
             }
         pops.append(entry)
     projs = []
@@ -541,11 +557,13 @@ def _unpack(header: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> Graph:
                 **{k: get(q[k]) for k in ("i_decay", "v_decay", "vth", "bias_mant", "bias_exp")},
                 spiking=bool(q["spiking"]), reset=q["reset"], state_bits=int(q["state_bits"]),
                 vreset=get(q.get("vreset")),
+                refractory=int(q.get("refractory", 0)),
             )
         pops.append(Population(
             name=entry["name"], shape=tuple(int(n) for n in entry["shape"]), model=entry["model"],
             params={k: get(v) for k, v in entry["params"].items()}, reset=entry["reset"], quant=quant,
             placement=None if entry["placement"] is None else tuple(entry["placement"]),
+            refractory=int(entry.get("refractory", 0)),
         ))
     projs = []
     for entry in header["projections"]:

@@ -93,10 +93,14 @@ class _Neurons:
     coeff: dict[str, np.ndarray]
     v: np.ndarray
     i: np.ndarray
+    refractory: int = 0
+    frozen: np.ndarray | None = None
+    """Steps each neuron's v stays frozen (B, N), counted down once per step."""
 
     def step(self, x: np.ndarray) -> np.ndarray | None:
         """Advance one step on input ``x`` (B, N); the spikes (bool) of a spiking model, else None."""
         c = self.coeff
+        held = self.v
         if self.model in _CURRENT_MODELS:
             self.i = c["alpha"] * self.i + c["syn_gain"] * x
             self.v = c["beta"] * self.v + c["mem_gain"] * (c["v_leak"] + c["r"] * self.i)
@@ -108,7 +112,14 @@ class _Neurons:
             self.v = x
         if self.model in NON_SPIKING_MODELS:
             return None
+        if self.frozen is not None:
+            # refractory: v keeps its post-reset value, takes no input and cannot spike (I integrated above)
+            resting = self.frozen > 0
+            self.v = np.where(resting, held, self.v)
         z = self.v > c["v_threshold"]
+        if self.frozen is not None:
+            z &= ~resting
+            self.frozen = np.where(z, self.refractory, np.maximum(self.frozen - 1, 0))
         if self.reset == "zero":
             self.v = np.where(z, c["v_reset"], self.v)
         elif self.reset == "subtract":
@@ -130,7 +141,9 @@ def _neurons(pop: ir.Population, dt: float, batch: int) -> _Neurons:
         # NIR's Threshold has no v_reset; its v is replaced by x every step, so reset shows in recorded v only
         coeff["v_reset"] = np.zeros(pop.size)
     zeros = np.zeros((batch, pop.size))
-    return _Neurons(model=pop.model, reset=pop.reset, coeff=coeff, v=zeros, i=zeros.copy())
+    frozen = np.zeros((batch, pop.size), dtype=np.int64) if pop.refractory else None
+    return _Neurons(model=pop.model, reset=pop.reset, coeff=coeff, v=zeros, i=zeros.copy(),
+                    refractory=pop.refractory, frozen=frozen)
 
 
 def _delay_groups(proj: ir.Projection, src_size: int, dst_size: int, base: int) -> list[_DelayGroup]:

@@ -25,7 +25,7 @@ def input_pop(name: str, shape: tuple[int, ...] | int) -> ir.Population:
 
 def neuron_pop(name: str, shape: tuple[int, ...] | int, *, i_decay=4096, v_decay=0, vth=1000, bias_mant=0,
                bias_exp=0, spiking: bool = True, reset: str = "zero", state_bits: int = 24,
-               vreset=None) -> ir.Population:
+               vreset=None, refractory: int = 0) -> ir.Population:
     """A quantized LIF ("lif", or "li" when not spiking); integer params broadcast to the population."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     n = int(np.prod(shape))
@@ -38,8 +38,8 @@ def neuron_pop(name: str, shape: tuple[int, ...] | int, *, i_decay=4096, v_decay
     params = {k: np.full(shape, floats[k]) for k in ir.NEURON_MODELS[model]}
     quant = ir.IntNeuron(i_decay=ints(i_decay), v_decay=ints(v_decay), vth=ints(vth), bias_mant=ints(bias_mant),
                          bias_exp=ints(bias_exp), spiking=spiking, reset=reset, state_bits=state_bits,
-                         vreset=None if vreset is None else ints(vreset))
-    return ir.Population(name, shape, model, params, reset=reset, quant=quant)
+                         vreset=None if vreset is None else ints(vreset), refractory=refractory)
+    return ir.Population(name, shape, model, params, reset=reset, quant=quant, refractory=refractory)
 
 
 def _quant(weight: np.ndarray, weight_exp: int, weight_bits: int | None) -> ir.IntWeights:
@@ -164,6 +164,19 @@ def test_reset_to_vreset_subtract_relative_to_vreset_and_none():
     never = bias_only(steps=4, bias_mant=400, vth=10, reset="none")
     assert never["n"].v[:, 0].tolist() == [400, 800, 1200, 1600]
     assert spike_steps(never["n"]) == [1, 2, 3]
+
+
+def test_refractory_freezes_v_blocks_spikes_and_lets_u_integrate():
+    # bias 400, vth 10 (640), reset to 0, 2 refractory steps: v 400, 800 -> spike -> 0, held 0, 0, then 400, 800 ...
+    out = bias_only(steps=8, bias_mant=400, vth=10, reset="zero", refractory=2)
+    assert out["n"].v[:, 0].tolist() == [400, 0, 0, 0, 400, 0, 0, 0]
+    assert spike_steps(out["n"]) == [1, 5]
+    # u keeps integrating through the refractory steps (i_decay 0 accumulates the input)
+    graph = network([input_pop("in", 1), neuron_pop("n", 1, i_decay=0, v_decay=4096, vth=1, refractory=2)],
+                    [dense("w", "in", "n", [[2]])])
+    out = cpu.simulate(graph, {"in": spikes_at(6, 1, [(0, 0), (2, 0)])}, record_state=True)
+    assert out["n"].u[:, 0].tolist() == [0, 128, 128, 256, 256, 256]
+    assert spike_steps(out["n"]) == [1, 4]  # frozen at 2-3 and 5-6
 
 
 def test_u_is_not_reset_by_a_spike():
@@ -408,6 +421,7 @@ def reference_run(graph: ir.Graph, stimulus: dict[str, np.ndarray], steps: int):
     trace = {name: ([], []) for name in pops}
     u = {name: [0] * pops[name].size for name in pops}
     v = {name: [0] * pops[name].size for name in pops}
+    frozen = {name: [0] * pops[name].size for name in pops}
     clipped = {name: {"u": 0, "v": 0} for name in pops}
     for t in range(steps):
         a_in = {name: [0] * pops[name].size for name in pops}
@@ -427,12 +441,19 @@ def reference_run(graph: ir.Graph, stimulus: dict[str, np.ndarray], steps: int):
                     if abs(un) > limit:
                         clipped[name]["u"] += 1
                         un = max(-limit, min(limit, un))
+                    if frozen[name][n] > 0:
+                        frozen[name][n] -= 1
+                        u[name][n] = un
+                        fired.append(False)
+                        continue
                     vn = rz_div_4096(v[name][n] * (4096 - int(q.v_decay[n]))) + un
                     vn += int(q.bias_mant[n]) * 2 ** int(q.bias_exp[n])
                     if abs(vn) > limit:
                         clipped[name]["v"] += 1
                         vn = max(-limit, min(limit, vn))
                     s = q.spiking and vn > int(q.vth[n]) * 64
+                    if s:
+                        frozen[name][n] = q.refractory
                     if s:
                         vr = int(q.vreset_or_zeros()[n]) * 64
                         if q.reset == "zero":
@@ -493,11 +514,13 @@ def _random_neurons(rng: np.random.Generator, name: str, shape) -> ir.Population
         edge = rng.choice([0, 4096], size=size)
         return np.where(rng.random(size) < 0.25, edge, rng.integers(0, 4097, size=size))
 
+    spiking = bool(rng.random() < 0.8)
     return neuron_pop(name, shape, i_decay=decay(n), v_decay=decay(n), vth=rng.integers(0, 120, size=n),
                       bias_mant=rng.integers(-80, 81, size=n), bias_exp=rng.integers(0, 5, size=n),
-                      spiking=bool(rng.random() < 0.8), reset=str(rng.choice(["zero", "subtract", "none"])),
+                      spiking=spiking, reset=str(rng.choice(["zero", "subtract", "none"])),
                       state_bits=int(rng.choice([12, 16, 24, 32])),
-                      vreset=rng.integers(-40, 41, size=n) if rng.random() < 0.5 else None)
+                      vreset=rng.integers(-40, 41, size=n) if rng.random() < 0.5 else None,
+                      refractory=int(rng.choice([0, 0, 1, 3])) if spiking else 0)
 
 
 def random_network(rng: np.random.Generator) -> ir.Graph:
@@ -570,6 +593,7 @@ def test_random_networks_exercise_every_feature():
     assert any(p.quant.weight.min() < 0 < p.quant.weight.max() for p in projections)
     assert {p.quant.reset for p in pops} == {"zero", "subtract", "none"}
     assert any(p.quant.vreset is not None and p.quant.vreset.any() for p in pops)
+    assert {p.quant.refractory for p in pops} >= {0, 1, 3}
     assert {p.quant.spiking for p in pops} == {True, False}
     decays = np.concatenate([np.concatenate([p.quant.i_decay, p.quant.v_decay]) for p in pops])
     assert decays.min() == 0 and decays.max() == 4096 and ((decays > 0) & (decays < 4096)).any()

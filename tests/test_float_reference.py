@@ -519,3 +519,16 @@ def test_reset_modes_with_v_reset(reset, v_reset, expected_v, expected_spikes):
     out = simulate(_bias_driven_if(reset, v_reset), {"in": np.zeros((4, 1))}, record_state=True)
     np.testing.assert_allclose(out["n"].v[:, 0], expected_v)
     assert out["n"].spikes[:, 0].tolist() == expected_spikes
+
+
+def test_refractory_freezes_v_and_blocks_spikes_while_current_integrates():
+    params = {"tau_syn": np.full(1, 2e-3), "tau_mem": np.full(1, 1e-3), "r": np.ones(1), "v_leak": np.zeros(1),
+              "v_threshold": np.full(1, 0.5), "v_reset": np.zeros(1), "w_in": np.full(1, 2.0), "bias": np.full(1, 1.0)}
+    graph = ir.Graph(populations=(ir.Population("in", (1,), "input"),
+                                  ir.Population("n", (1,), "cuba_lif", params, refractory=2)),
+                     projections=(), inputs=("in",), outputs=("n",), dt=1e-3)
+    out = simulate(graph, {"in": np.zeros((7, 1))}, record_state=True)
+    # I = 0.5 I + 1: 1, 1.5, 1.75, 1.875, ...; v = I (tau_mem = dt): spikes at 0, frozen at 0 for steps 1-2
+    np.testing.assert_allclose(out["n"].u[:, 0], [1, 1.5, 1.75, 1.875, 1.9375, 1.96875, 1.984375])
+    assert out["n"].spikes[:, 0].tolist() == [True, False, False, True, False, False, True]
+    assert out["n"].v[:, 0].tolist() == [0, 0, 0, 0, 0, 0, 0]

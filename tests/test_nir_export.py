@@ -245,3 +245,20 @@ def test_li_readout_exports_as_li_and_comes_back_as_the_same_output(tmp_path: Pa
     exported = export_nir(graph, tmp_path / "r.nir")
     assert isinstance(exported.nodes["out"], nir.LI)
     assert_same_ir(graph, import_quietly(tmp_path / "r.nir"))
+
+
+def test_refractory_and_reset_none_survive_a_nir_round_trip(tmp_path):
+    params = {"tau_mem": np.full(3, 1e-3), "r": np.ones(3), "v_leak": np.zeros(3), "v_threshold": np.ones(3),
+              "v_reset": np.full(3, 0.25), "bias": np.zeros(3)}
+    graph = ir.Graph(
+        populations=(ir.Population("in", (2,), "input"),
+                     ir.Population("a", (3,), "lif", params, reset="none", refractory=4)),
+        projections=(ir.Projection("w", "in", "a", "dense", np.ones((3, 2))),),
+        inputs=("in",), outputs=("a",), dt=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_nir(graph, tmp_path / "g.nir")
+    back = import_nir(tmp_path / "g.nir")
+    assert back.population("a").reset == "none"
+    assert back.population("a").refractory == 4
+    np.testing.assert_array_equal(back.population("a").params["v_reset"], 0.25)

@@ -373,3 +373,12 @@ def test_normalize_rejects_projections_out_of_non_spiking_populations():
         inputs=("in",), outputs=("after",), dt=1e-3)
     with pytest.raises(ir.IRError, match="projection 'graded' carries the graded output of non-spiking population 'readout'"):
         normalize.run(graph, bundled_hw("cpu"))
+
+
+def test_normalize_refuses_a_refractory_period_the_target_lacks() -> None:
+    g = two_layer("lif")
+    g = ir.replace(g, populations=tuple(ir.replace(p, refractory=2) if p.name == "fc1" else p for p in g.populations))
+    with pytest.raises(ir.IRError, match=r"population 'fc1' has a refractory period of 2 steps, target 'loihi2' "
+                                         r"allows at most 0 \(hw_configs/loihi2.yaml: neurons.max_refractory = 0\)"):
+        normalize.run(g, bundled_hw("loihi2"))
+    assert quantize_quietly(normalize.run(g, CPU)).population("fc1").quant.refractory == 2

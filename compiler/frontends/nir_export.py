@@ -105,7 +105,9 @@ def _neuron_node(pop: ir.Population) -> nir.NIRNode:
     if pop.model == "input":
         return nir.Input(input_type=np.array(pop.shape, dtype=np.int64))
     p = {k: np.array(v, dtype=np.float64).reshape(pop.shape) for k, v in pop.params.items()}
-    meta = {"reset_mechanism": pop.reset}
+    meta: dict[str, object] = {"reset_mechanism": pop.reset}
+    if pop.refractory:
+        meta["refractory"] = pop.refractory  # steps; NIR has no refractory period
     if pop.model == "lif":
         return nir.LIF(tau=p["tau_mem"], r=p["r"], v_leak=p["v_leak"], v_threshold=p["v_threshold"],
                        v_reset=p["v_reset"], metadata=meta)

@@ -767,7 +767,12 @@ class _Importer:
                 self.reset_from = "metadata"
             else:
                 reset = DEFAULT_RESET
-        return ir.Population(name=name, shape=shape, model=model, params=params, reset=reset)
+        refractory = self._meta(name).get("refractory", 0)
+        try:
+            refractory = int(np.asarray(refractory))
+        except (TypeError, ValueError) as exc:
+            raise self.fail(f"node '{name}' metadata 'refractory' is {refractory!r}, not a number of steps") from exc
+        return ir.Population(name=name, shape=shape, model=model, params=params, reset=reset, refractory=refractory)
 
     def _readout(self, name: str, bias: np.ndarray) -> ir.Population:
         shape = self.in_shape[name]

@@ -34,6 +34,10 @@ def _check_population(pop: ir.Population, hw: HardwareConfig) -> None:
     if pop.model not in hw.neurons.models:
         raise ir.IRError(f"population '{pop.name}' uses model '{pop.model}', which target '{hw.name}' cannot run "
                          f"({hw.source}: neurons.models = {_listed(hw.neurons.models)})")
+    if pop.refractory > hw.neurons.max_refractory:
+        raise ir.IRError(f"population '{pop.name}' has a refractory period of {pop.refractory} steps, target "
+                         f"'{hw.name}' allows at most {hw.neurons.max_refractory} "
+                         f"({hw.source}: neurons.max_refractory = {hw.neurons.max_refractory})")
     if pop.model in ir.SPIKING_MODELS and pop.reset not in hw.neurons.reset_modes:
         raise ir.IRError(f"population '{pop.name}' uses reset '{pop.reset}', which target '{hw.name}' cannot do "
                          f"({hw.source}: neurons.reset_modes = {_listed(hw.neurons.reset_modes)})")

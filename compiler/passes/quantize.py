@@ -255,7 +255,7 @@ def _neuron(pop: ir.Population, dyn: _Dynamics, scale: float, hw: HardwareConfig
         i_decay=_decay(dyn.i_decay, pop, "i_decay"),
         v_decay=_decay(dyn.v_decay, pop, "v_decay"),
         vth=vth, bias_mant=bias_mant, bias_exp=bias_exp, spiking=spiking, reset=pop.reset,
-        state_bits=hw.numerics.state_bits, vreset=vreset,
+        state_bits=hw.numerics.state_bits, vreset=vreset, refractory=pop.refractory,
     )
 
 
