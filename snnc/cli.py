@@ -83,9 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", "-t", default="cpu", help="target name (see `snnc targets`), default cpu")
     p.add_argument("--hw", help="hardware description YAML overriding the target's bundled one")
     p.add_argument("--output", "-o", required=True, help="artifact directory to write")
-    p.add_argument("--dt", type=float, help="time step in seconds for NIR files (default: file metadata, else 1e-4)")
+    p.add_argument("--dt", type=float,
+                   help="time step in seconds (NIR: default file metadata, else 1e-4; ONNX: default 1e-3)")
     p.add_argument("--reset", choices=("zero", "subtract", "none"),
-                   help="reset mode of spiking neurons for NIR files (default: file metadata, else zero)")
+                   help="reset mode of spiking neurons (NIR: default file metadata, else zero; ONNX: default subtract)")
     p.add_argument("--dump-ir", metavar="DIR", help="write a readable IR dump after every pass into DIR")
     p.add_argument("--calibration", metavar="FILE",
                    help="for .onnx models: .npz with typical inputs (B, ...) named like the ONNX input, or 'input'; "

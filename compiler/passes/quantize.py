@@ -202,7 +202,7 @@ def _warn_range(pop: ir.Population, state: str, high: float, low: float, bits: i
     bound = max(high, low)
     if math.isinf(bound):
         direction, sign = {(True, False): ("rise", "positive"), (False, True): ("fall", "negative")}.get(
-            (math.isinf(high), math.isinf(low)), ("rise or fall", "one-signed"))
+            (math.isinf(high), math.isinf(low)), ("rise or fall", "one-sided"))
         _warn(f"population '{pop.name}': state {state} has no decay and could {direction} without bound under "
               f"sustained {sign} input, past the {bits}-bit range ±{limit}")
         return
