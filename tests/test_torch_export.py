@@ -114,8 +114,14 @@ FEED_FORWARD = [
     ("Leaky", "none", True),
     ("Synaptic", "subtract", True),
     ("Synaptic", "zero", False),
+    ("Synaptic", "zero", True),
     ("Synaptic", "none", True),
 ]
+
+
+def refractory_steps(cls: str, reset: str, delay: bool) -> int:
+    """What the export should set: snnTorch's delayed reset to zero clears a whole step in all but Leaky."""
+    return int(reset == "zero" and delay and cls != "Leaky")
 
 
 def feed_forward_net(cls: str, reset: str, delay: bool, per_neuron_params: bool) -> nn.Module:
@@ -150,17 +156,27 @@ def test_snntorch_feed_forward_spikes_match_exactly(cls, reset, delay, per_neuro
     expected_model = "cuba_lif" if cls == "Synaptic" else "lif"
     assert [p.model for p in graph.populations] == ["input", expected_model, expected_model]
     assert all(p.reset == reset for p in graph.populations[1:])
+    assert all(p.refractory == refractory_steps(cls, reset, delay) for p in graph.populations[1:])
 
 
-@pytest.mark.parametrize("reset", ["subtract", "zero"])
-@pytest.mark.parametrize("cls", ["Leaky", "Synaptic"])
-def test_non_leaking_snntorch_neurons_export_as_if_and_match_exactly(cls, reset):
+NON_LEAKING = [
+    # (class, reset_mechanism, reset_delay)
+    ("Leaky", "subtract", True),
+    ("Leaky", "zero", True),
+    ("Synaptic", "subtract", True),
+    ("Synaptic", "zero", False),
+    ("Synaptic", "zero", True),
+]
+
+
+@pytest.mark.parametrize("cls, reset, delay", NON_LEAKING, ids=[f"{c}-{r}-delay{d}" for c, r, d in NON_LEAKING])
+def test_non_leaking_snntorch_neurons_export_as_if_and_match_exactly(cls, reset, delay):
     torch.manual_seed(21)
-    kwargs = dict(beta=1.0, threshold=per_neuron(20, 0.5, 1.5, seed=22), reset_mechanism=reset, init_hidden=True,
-                  spike_grad=heaviside)
+    kwargs = dict(beta=1.0, threshold=per_neuron(20, 0.5, 1.5, seed=22), reset_mechanism=reset, reset_delay=delay,
+                  init_hidden=True, spike_grad=heaviside)
     if cls == "Synaptic":
         # alpha = 0: the current is this step's input, so the neuron is v' = v + x
-        kwargs.update(alpha=0.0, reset_delay=reset == "subtract")
+        kwargs.update(alpha=0.0)
     neuron = getattr(snn, cls)(**kwargs)
     net = nn.Sequential(nn.Linear(30, 20), neuron)
     with torch.no_grad():
@@ -168,6 +184,7 @@ def test_non_leaking_snntorch_neurons_export_as_if_and_match_exactly(cls, reset)
     graph = assert_spikes_match(net, bernoulli((30,), seed=23))
     pop = graph.population("1")
     assert pop.model == "if" and np.all(pop.params["r"] == 1.0) and np.all(pop.params["v_reset"] == 0.0)
+    assert pop.refractory == refractory_steps(cls, reset, delay)
 
 
 # --------------------------------------------------------------------------- snnTorch recurrent
@@ -179,10 +196,14 @@ RECURRENT = [
     ("RLeaky", True, "zero", False),
     ("RLeaky", False, "subtract", True),
     ("RLeaky", False, "zero", False),
+    ("RLeaky", True, "zero", True),
+    ("RLeaky", False, "zero", True),
     ("RSynaptic", True, "subtract", True),
     ("RSynaptic", True, "none", True),
+    ("RSynaptic", True, "zero", True),
     ("RSynaptic", False, "subtract", True),
     ("RSynaptic", False, "none", True),
+    ("RSynaptic", False, "zero", True),
 ]
 
 
@@ -213,10 +234,11 @@ def recurrent_net(cls: str, all_to_all: bool, reset: str, delay: bool) -> nn.Mod
 
 
 @pytest.mark.parametrize("cls, all_to_all, reset, delay", RECURRENT,
-                         ids=[f"{c}-{'all' if a else 'one'}-{r}" for c, a, r, _ in RECURRENT])
+                         ids=[f"{c}-{'all' if a else 'one'}-{r}-delay{d}" for c, a, r, d in RECURRENT])
 def test_snntorch_recurrent_spikes_match_exactly(cls, all_to_all, reset, delay):
     net = recurrent_net(cls, all_to_all, reset, delay)
     graph = assert_spikes_match(net, bernoulli((30,), seed=5))
+    assert graph.population("1").refractory == refractory_steps(cls, reset, delay)
     (loop,) = [p for p in graph.projections if p.src == p.dst]
     assert loop.name == "1.recurrent" and loop.src == "1"
     expected_kind = "dense" if all_to_all else "sparse"
@@ -425,6 +447,25 @@ def test_regression_subtractive_reset_is_exported_as_subtraction_and_survives_ni
     assert_spikes_match(net, bernoulli((40,)), graph=again)
 
 
+def test_delayed_zero_reset_of_synaptic_neurons_needs_its_refractory_step():
+    # snnTorch clears the step after a spike: without the refractory step the same graph spikes differently
+    net = feed_forward_net("Synaptic", "zero", True, per_neuron_params=False)
+    spikes = bernoulli((40,))
+    graph = assert_spikes_match(net, spikes)
+    eager = ir.replace(graph, populations=tuple(ir.replace(p, refractory=0) for p in graph.populations))
+    got = float_reference.simulate(eager, {"input": spikes}, timing="nir")
+    assert not np.array_equal(got["1"].spikes, framework_spikes(net, spikes)["1"])
+
+
+def test_regression_refractory_step_survives_nir_export_and_import(tmp_path: Path):
+    # NIR has no refractory period: snnc keeps it in the node metadata
+    net = feed_forward_net("Synaptic", "zero", True, per_neuron_params=True)
+    snnc.export(net, torch.zeros(1, 40), path=tmp_path / "refractory.nir")
+    again = import_nir(tmp_path / "refractory.nir")
+    assert [(p.reset, p.refractory) for p in again.populations[1:]] == [("zero", 1), ("zero", 1)]
+    assert_spikes_match(net, bernoulli((40,)), graph=again)
+
+
 def test_regression_dt_is_honoured_and_never_changes_the_spikes(tmp_path: Path):
     net = feed_forward_net("Synaptic", "subtract", True, per_neuron_params=True)
     spikes = bernoulli((40,))
@@ -494,10 +535,13 @@ def leaky_net(**kwargs: object) -> nn.Module:
 REFUSED = {
     "subtract-without-delay": (lambda: leaky_net(reset_mechanism="subtract", reset_delay=False),
                                "reset_delay=False has no exact snnc equivalent"),
-    "synaptic-zero-with-delay": (lambda: nn.Sequential(nn.Linear(4, 3), snn.Synaptic(
-        alpha=0.5, beta=0.9, reset_mechanism="zero", init_hidden=True)), "one-step refractory period"),
-    "rleaky-zero-with-delay": (lambda: nn.Sequential(nn.Linear(4, 3), snn.RLeaky(
-        beta=0.9, linear_features=3, reset_mechanism="zero", init_hidden=True)), "one-step refractory period"),
+    # snnTorch's cleared membrane 0 is above a negative threshold: it fires every step, refractory or not
+    "synaptic-zero-with-delay-negative-threshold": (lambda: nn.Sequential(nn.Linear(4, 3), snn.Synaptic(
+        alpha=0.5, beta=0.9, threshold=-0.5, reset_mechanism="zero", init_hidden=True)),
+        "negative threshold has no exact snnc equivalent"),
+    "rleaky-zero-with-delay-negative-threshold": (lambda: nn.Sequential(nn.Linear(4, 3), snn.RLeaky(
+        beta=0.9, linear_features=3, threshold=torch.tensor([0.5, -0.1, 0.5]), reset_mechanism="zero",
+        init_hidden=True)), "negative threshold has no exact snnc equivalent"),
     "rsynaptic-without-delay": (lambda: nn.Sequential(nn.Linear(4, 3), snn.RSynaptic(
         alpha=0.5, beta=0.9, linear_features=3, reset_delay=False, init_hidden=True)),
         "broken in snnTorch 1.0.0's RSynaptic"),

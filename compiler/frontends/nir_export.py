@@ -72,6 +72,11 @@ def export_nir(graph: ir.Graph, path: str | Path | None = None) -> nir.NIRGraph:
         if names:
             warnings.warn(NirExportWarning(
                 f"populations {names} {words}: NIR cannot represent that; recorded in metadata only"), stacklevel=2)
+    refractory = [p.name for p in graph.populations if p.refractory]
+    if refractory:
+        warnings.warn(NirExportWarning(
+            f"populations {refractory} have refractory periods: NIR cannot represent that; recorded in metadata only"),
+            stacklevel=2)
     if path is not None:
         _write_atomically(Path(path), result)
     return result

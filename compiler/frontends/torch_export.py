@@ -44,17 +44,27 @@ spike in ``tests/test_torch_export.py``):
 
 - ``"zero"``, Leaky: the old membrane is cleared before the step's input is
   added, which is snnc's immediate reset ``v <- 0``. Synaptic, RLeaky and
-  RSynaptic instead clear the whole step after a spike (input included), a
-  one-step refractory period snnc cannot express: refused. With
-  ``reset_delay=False`` Leaky, Synaptic and RLeaky are snnc's ``v <- 0``
-  (threshold >= 0); RSynaptic's ``reset_delay=False`` crashes in snnTorch
-  1.0.0 and is refused;
+  RSynaptic instead compute the whole step after a spike and subtract all of
+  it, ``mem_t = m - s_{t-1}*m`` with ``m = beta*mem_{t-1} + syn_t`` (RLeaky:
+  ``+ x_t + recurrent(s_{t-1})``), so that step's mem is exactly 0, input and
+  recurrent spikes included, and cannot fire (threshold >= 0); the synaptic
+  current is not cleared (``_base_state_reset_zero`` returns 0 for it, so
+  ``syn_t - s_{t-1}*0``) and keeps integrating. The step after, mem grows from
+  0 again. That is snnc's reset "zero" (``v_reset = 0``) with
+  ``refractory = 1``: v held at 0 for one step while I integrates. A negative
+  threshold is refused: snnTorch's membrane, 0 at the start and after every
+  clear, is above it, so the neuron fires and is cleared on every step.
+  With ``reset_delay=False`` Leaky, Synaptic and RLeaky are snnc's
+  ``v <- 0`` (threshold >= 0); RSynaptic's ``reset_delay=False`` crashes in
+  snnTorch 1.0.0 and is refused;
 - ``"subtract"``: snnTorch computes ``mem_t = beta*mem_{t-1} + x_t - s_{t-1}*theta``.
   With snnc's immediate subtraction of ``theta/beta`` the pre-reset potentials
   are the same numbers, so this exports as reset "subtract" with
   ``v_reset = theta - theta/beta`` (beta > 0). ``reset_delay=False`` is refused:
-  snnTorch then tests the *subtracted* membrane against the threshold again on
-  the next step, so a neuron left above threshold needs ``2*theta`` to fire;
+  snnTorch then derives the next step's reset from the already subtracted
+  membrane, so while that is still above theta it subtracts theta again before
+  testing (and adds it back if no spike): such a neuron needs
+  ``beta*mem + x > 2*theta`` to fire where snnc needs ``> theta``;
 - ``"none"``: reset "none".
 
 Anything else (other layers or functions, graded spikes, inhibition,
@@ -352,12 +362,13 @@ def _merge_pool_conv(pool: _Op, conv: _Op) -> tuple[np.ndarray, ir.ConvSpec] | N
 
 @dataclass(frozen=True)
 class _Neuron:
-    """What a neuron module becomes: IR model, float params (no bias yet), reset and its recurrent layer."""
+    """What a neuron module becomes: IR model, float params (no bias yet), reset, refractory steps, recurrent layer."""
 
     model: str
     params: dict[str, np.ndarray]
     reset: str
     recurrent: nn.Module | None = None
+    refractory: int = 0
 
 
 class _Exporter:
@@ -641,7 +652,8 @@ class _Exporter:
             incoming.append((rec, f"{name}.recurrent"))
         params = {k: np.array(np.broadcast_to(v, shape), dtype=np.float64) for k, v in neuron.params.items()}
         params["bias"] = bias.reshape(shape)
-        self._add_population(ir.Population(name, shape, neuron.model, params, reset=neuron.reset))
+        self._add_population(ir.Population(name, shape, neuron.model, params, reset=neuron.reset,
+                                           refractory=neuron.refractory))
         for value, label in incoming:
             self._connect(value, name, label)
         spikes = _source(name, shape)
@@ -716,13 +728,10 @@ class _Exporter:
             raise refuse("reset_delay=False is broken in snnTorch 1.0.0's RSynaptic (it crashes with its own state, "
                          "and is ignored with explicit state); use reset_delay=True")
         if mechanism == "subtract" and not delay:
-            raise refuse("reset_mechanism='subtract' with reset_delay=False has no exact snnc equivalent: snnTorch tests "
-                         "the already subtracted membrane against the threshold again on the next step, so a neuron "
-                         "left above threshold needs 2*threshold to fire; use reset_delay=True (the default)")
-        if mechanism == "zero" and delay and not isinstance(module, snntorch.Leaky):
-            raise refuse("reset_mechanism='zero' with reset_delay=True clears the membrane for the whole step after a "
-                         "spike, input included (a one-step refractory period) which snnc cannot express; use "
-                         "reset_delay=False")
+            raise refuse("reset_mechanism='subtract' with reset_delay=False has no exact snnc equivalent: while the "
+                         "subtracted membrane stays above threshold, snnTorch subtracts the threshold again before the "
+                         "next test, so such a neuron needs beta*mem + input > 2*threshold to fire (snnc: > threshold); "
+                         "use reset_delay=True (the default)")
         return mechanism
 
     def _snntorch_neuron(self, name: str, module: nn.Module, shape: Shape) -> _Neuron:
@@ -738,9 +747,17 @@ class _Exporter:
         beta = np.clip(self._per_neuron(name, module, module.beta, "beta", shape), 0.0, 1.0)
         theta = self._per_neuron(name, module, module.threshold, "threshold", shape)
         alpha = np.clip(self._per_neuron(name, module, module.alpha, "alpha", shape), 0.0, 1.0) if synaptic else None
+        # Synaptic, RLeaky and RSynaptic clear the whole step after a spike, not the current (module docstring)
+        refractory = int(mechanism == "zero" and delay and not isinstance(module, snntorch.Leaky))
         if mechanism == "zero" and not delay and np.any(theta < 0):
             raise refuse("reset_delay=False with a negative threshold makes snnTorch reset again every step after a "
-                         "spike; use reset_delay=True or a threshold >= 0")
+                         f"spike; use {'reset_delay=True or ' if isinstance(module, snntorch.Leaky) else ''}"
+                         "a threshold >= 0")
+        if refractory and np.any(theta < 0):
+            # the cleared membrane 0 is above the threshold, and v0 = 0 is too: snnTorch fires and clears every step
+            raise refuse("reset_mechanism='zero' with reset_delay=True and a negative threshold has no exact snnc "
+                         "equivalent: snnTorch's membrane, 0 at the start and after every clear, is above it, so the "
+                         "neuron fires on every step, where snnc's refractory step cannot fire; use a threshold >= 0")
         if mechanism == "subtract":
             if np.any(beta == 0):
                 raise refuse("beta = 0 with the delayed subtractive reset subtracts the threshold from a membrane "
@@ -773,7 +790,7 @@ class _Exporter:
         layer = module.recurrent if recurrent else None
         if recurrent and not isinstance(layer, nn.Linear | nn.Conv2d) and not hasattr(layer, "V"):
             raise refuse(f"its recurrent layer {_type_name(layer)} is not a Linear, a Conv2d or the one-to-one V")
-        return _Neuron(model, params, reset, layer)
+        return _Neuron(model, params, reset, layer, refractory)
 
     # ------------------------------------------------------------------ assembly
 
