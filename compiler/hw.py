@@ -41,7 +41,9 @@ class Numerics:
     ``threshold_bits`` is the unsigned vth mantissa (compared as vth << 6);
     the bias is ``bias_mant << bias_exp`` with a signed ``bias_mant_bits``
     mantissa; per-synapse delays go up to ``2**delay_bits - 1`` steps.
-    ``per_channel_scales`` is recorded for future per-channel quantization.
+    ``weight_bits`` is also the most a user may ask for (``--weight-bits``).
+    ``per_channel_scales`` lets the quantizer choose one scale per output
+    channel instead of one per population (``passes/quantize.py``).
     """
 
     weight_bits: int = 8

@@ -6,12 +6,16 @@ Later issues add partition and place here, in order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
+
+from snnc.compiler import calibration as calib
 from snnc.compiler import hw as hwmod
 from snnc.compiler import ir
 from snnc.compiler.passes import normalize, quantize
+from snnc.compiler.quant_options import QuantOptions
 
 Pass = Callable[[ir.Graph, hwmod.HardwareConfig], ir.Graph]
 
@@ -26,8 +30,23 @@ class PassError(ValueError):
     """A pass failed; the message names the pass, what ran before it and the problem."""
 
 
-def compile_graph(graph: ir.Graph, hw: hwmod.HardwareConfig, dump_dir: str | Path | None = None) -> ir.Graph:
-    """Run every pass on ``graph`` for ``hw``; write ``NN_<pass>.txt`` IR dumps into ``dump_dir`` if given."""
+def compile_graph(graph: ir.Graph, hw: hwmod.HardwareConfig, dump_dir: str | Path | None = None,
+                  options: QuantOptions | None = None,
+                  calibration: Mapping[str, np.ndarray] | None = None) -> ir.Graph:
+    """Run every pass on ``graph`` for ``hw``; write ``NN_<pass>.txt`` IR dumps into ``dump_dir`` if given.
+
+    ``options`` narrow ``hw``'s numerics (weight bits, per-channel scales); their
+    per-layer overrides reach the quantize pass as ``graph.meta["quant_overrides"]``.
+    ``calibration`` (input population -> 0/1 spikes (B, T, N)) is run through the
+    float graph first; its ranges reach the passes as ``graph.meta["calibration"]``
+    (``compiler/calibration.py``).
+    """
+    if calibration is not None:
+        graph = ir.replace(graph, meta={**graph.meta, "calibration": calib.measure_ranges(graph, calibration)})
+    if options is not None:
+        hw = options.apply(hw)
+        if options.overrides:
+            graph = ir.replace(graph, meta={**graph.meta, "quant_overrides": options.meta()})
     dump_path = Path(dump_dir) if dump_dir is not None else None
     if dump_path is not None:
         dump_path.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,8 @@ from snnc.backends import base
 from snnc.compiler import hw as hwmod
 from snnc.compiler import ir, pipeline
 from snnc.compiler.frontends.load import load_model
-from snnc.runtime import execute
+from snnc.compiler.quant_options import QuantOptions, load_overrides
+from snnc.runtime import execute, quant_report
 
 
 def compile(  # noqa: A001 - the natural name for users: snnc.compile(...)
@@ -24,6 +27,10 @@ def compile(  # noqa: A001 - the natural name for users: snnc.compile(...)
     reset: str | None = None,
     dump_ir: str | Path | None = None,
     calibration: np.ndarray | str | Path | None = None,
+    weight_bits: int | None = None,
+    per_channel: bool | None = None,
+    quant_config: str | Path | None = None,
+    stimuli: Mapping[str, np.ndarray] | str | Path | None = None,
 ) -> base.Artifact:
     """Import ``model`` (a path or a float IR graph), run the pipeline for ``target`` and emit an artifact.
 
@@ -31,6 +38,15 @@ def compile(  # noqa: A001 - the natural name for users: snnc.compile(...)
     defaults to a fresh temporary directory; ``dt`` (seconds) and ``reset``
     apply to NIR and ONNX files, which carry neither; ``calibration`` (inputs
     or an ``.npz`` holding them) sets the scales of an ONNX conversion.
+    ``weight_bits`` (1..8, at most the target's) and ``per_channel`` override
+    the target's numerics; ``quant_config`` is a YAML file of the same
+    options plus per-layer ones (``compiler/quant_options.py``), which the
+    two arguments override.
+    ``stimuli`` (input spikes, or a stimulus ``.npz`` with optional
+    ``labels``; for ONNX, rate-coded ``calibration`` inputs by default)
+    calibrate the quantizer (``graph.meta["calibration"]``) and are run on
+    both graphs for ``quant_report.json`` in the artifact directory
+    (``runtime/quant_report.py``; not covered by the manifest's hashes).
     """
     tgt = targets.get_target(target)
     backend = targets.usable_backend(tgt)
@@ -38,13 +54,25 @@ def compile(  # noqa: A001 - the natural name for users: snnc.compile(...)
     if isinstance(model, ir.Graph) and calibration is not None:
         raise ValueError("calibration applies to .onnx model files, not to an already imported graph")
     graph = model if isinstance(model, ir.Graph) else load_model(model, dt=dt, reset=reset, calibration=calibration)
-    quantized = pipeline.compile_graph(graph, hw_config, dump_ir)
+    options = load_overrides(quant_config) if quant_config is not None else QuantOptions()
+    if weight_bits is not None:
+        options = dataclasses.replace(options, weight_bits=weight_bits)
+    if per_channel is not None:
+        options = dataclasses.replace(options, per_channel=per_channel)
+    stimulus, labels = quant_report.resolve_stimuli(graph, stimuli, calibration)
+    quantized = pipeline.compile_graph(graph, hw_config, dump_ir, options, calibration=stimulus)
     reasons = backend.unsupported(quantized, hw_config)
     if reasons:
         raise targets.TargetError(f"target '{tgt.name}' cannot run this network: {'; '.join(reasons)}")
     if out_dir is None:
         out_dir = Path(tempfile.mkdtemp(prefix="snnc-")) / tgt.name
-    return backend.compile(quantized, hw_config, out_dir)
+    report = None
+    if stimulus is not None:
+        report = quant_report.quant_report(graph, quantized, stimulus, labels, quant_report.default_readout(graph))
+    artifact = backend.compile(quantized, hw_config, out_dir)
+    if report is not None:
+        quant_report.write_report(report, Path(artifact.path) / quant_report.REPORT_FILE)
+    return artifact
 
 
 def export(

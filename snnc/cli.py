@@ -7,9 +7,11 @@ code; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -40,9 +42,12 @@ def _cmd_targets(args: argparse.Namespace) -> int:
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     from snnc import api
+    from snnc.runtime import quant_report
 
     artifact = api.compile(args.model, target=args.target, hw=args.hw, out_dir=args.output,
-                           dt=args.dt, reset=args.reset, dump_ir=args.dump_ir, calibration=args.calibration)
+                           dt=args.dt, reset=args.reset, dump_ir=args.dump_ir, calibration=args.calibration,
+                           weight_bits=args.weight_bits, per_channel=args.per_channel, quant_config=args.quant_config,
+                           stimuli=args.stimuli)
     graph = artifact.graph
     neurons = sum(p.size for p in graph.populations if p.model != "input")
     synapses = sum(p.synapse_count for p in graph.projections)
@@ -50,6 +55,10 @@ def _cmd_compile(args: argparse.Namespace) -> int:
           f"{neurons:,} neurons, {synapses:,} synapses, dt={graph.dt:g} s -> {artifact.path}")
     if args.dump_ir:
         print(f"IR dumps after every pass in {args.dump_ir}")
+    report_path = Path(artifact.path) / quant_report.REPORT_FILE
+    if args.stimuli or args.calibration:
+        print(quant_report.format_table(json.loads(report_path.read_text())))
+        print(f"quantization report in {report_path}")
     return 0
 
 
@@ -91,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", metavar="FILE",
                    help="for .onnx models: .npz with typical inputs (B, ...) named like the ONNX input, or 'input'; "
                         "sets each layer's firing-rate scale (without it, worst-case scales cost accuracy)")
+    p.add_argument("--weight-bits", type=int, metavar="N",
+                   help="weight mantissa bits, 1..8 and at most the target's numerics.weight_bits (default: that)")
+    p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
+                   help="one scale per output channel instead of per layer (default: the target's "
+                        "numerics.per_channel_scales)")
+    p.add_argument("--quant-config", metavar="FILE",
+                   help="YAML with weight_bits, per_channel and per-layer overrides "
+                        "(layers: {fc1: {weight_bits: 4}, conv2: {per_channel: false}})")
+    p.add_argument("--stimuli", metavar="FILE",
+                   help="stimulus .npz (0/1 spikes per input population, optional labels) to calibrate state "
+                        "ranges and write DIR/quant_report.json (for .onnx, --calibration inputs are rate-coded instead)")
     p.set_defaults(func=_cmd_compile)
 
     p = sub.add_parser("run", help="run a compiled artifact on a stimulus")

@@ -117,13 +117,24 @@ def test_large_bias_uses_the_smallest_exponent_that_fits() -> None:
 
 
 def test_threshold_cap_limits_the_scale() -> None:
-    # tiny weights would want a huge S; the 17-bit threshold caps it
+    # small weights would want a large S; the 17-bit threshold caps it
     g = two_layer("lif", v_threshold=10.0)
-    g = ir.replace(g, projections=(ir.replace(g.projections[0], weight=g.projections[0].weight * 1e-4),))
+    g = ir.replace(g, projections=(ir.replace(g.projections[0], weight=g.projections[0].weight * 1e-2),))
     q = quantize_quietly(g)
     neuron = q.population("fc1").quant
     assert neuron is not None
     assert np.all(neuron.vth == (1 << 17) - 1)
+
+
+def test_threshold_cap_that_collapses_the_weights_is_an_error() -> None:
+    # weights 1e-4 of the threshold: at the capped S every g·w rounds to 0
+    g = two_layer("lif", v_threshold=10.0)
+    g = ir.replace(g, projections=(ir.replace(g.projections[0], weight=g.projections[0].weight * 1e-4),))
+    with pytest.raises(quantize.QuantizeError) as info:
+        quantize.run(g, CPU)
+    assert str(info.value) == ("projection 'w': 8-bit weights with exponent 0..7 leave 0 distinct non-zero values "
+                               "for weights in [-9.95e-05, 8.7e-05]; the scale of 'fc1' is capped at 1.31e+04 so that "
+                               "v_threshold = 10 fits 17 bits (hw_configs/cpu.yaml: numerics.threshold_bits)")
 
 
 @pytest.mark.parametrize("model", ["lif", "cuba_lif", "if", "li", "cuba_li", "i", "threshold"])
@@ -283,13 +294,19 @@ def test_small_network_quantizes_without_warnings() -> None:
     quantize_quietly(two_layer("lif", n_in=100, n=10))
 
 
-def test_decay_rounding_to_zero_warns() -> None:
-    with pytest.warns(quantize.QuantizeWarning) as record:
+def test_decay_that_rounds_to_zero_is_an_error_naming_the_largest_time_constant() -> None:
+    expected = ("population 'fc1': v_decay = dt/tau_mem = 5e-05 rounds to 0/4096 (no leak); "
+                "the target's 12-bit decay needs tau_mem < 8192·dt = 8.192 s")
+    with pytest.raises(quantize.QuantizeError) as info:
         quantize.run(two_layer("lif", tau_mem=20_000 * DT), CPU)
-    messages = [str(w.message) for w in record]
-    assert any(m.startswith("population 'fc1': v_decay 0.205/4096 rounds to 0") for m in messages), messages
-    # without a leak, the inhibitory synapses can now drive v down without bound
-    assert any("state v has no decay and could fall without bound" in m for m in messages), messages
+    assert str(info.value) == expected
+    with pytest.raises(quantize.QuantizeError, match=r"i_decay = dt/tau_syn = 0\.000122 rounds to 0/4096"):
+        quantize.run(two_layer("cuba_lif", tau_syn=8192 * DT), CPU)
+    # just below 8192·dt the decay is 1/4096, a leak the target can hold
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", quantize.QuantizeWarning)
+        q = quantize.run(two_layer("lif", tau_mem=8191 * DT), CPU).population("fc1").quant
+    assert q is not None and np.all(q.v_decay == 1)
 
 
 def test_cuba_bias_warns_that_only_the_steady_state_matches() -> None:
@@ -382,3 +399,143 @@ def test_normalize_refuses_a_refractory_period_the_target_lacks() -> None:
                                          r"allows at most 0 \(hw_configs/loihi2.yaml: neurons.max_refractory = 0\)"):
         normalize.run(g, bundled_hw("loihi2"))
     assert quantize_quietly(normalize.run(g, CPU)).population("fc1").quant.refractory == 2
+
+
+# --------------------------------------------------------------------------- per-channel scales, weight bits, resolution
+
+
+def test_projection_whose_weights_collapse_to_one_value_is_an_error() -> None:
+    g = graph([ir.Population("in", (2,), "input"), population("lif2", 1)],
+              [dense("fc2", "in", "lif2", np.array([[0.9, -0.003]]))])
+    with pytest.raises(quantize.QuantizeError) as info:
+        quantize.run(g, CPU)
+    assert str(info.value) == ("projection 'fc2': 8-bit weights with exponent 0..7 leave 1 distinct non-zero value "
+                               "for weights in [-0.003, 0.9]; the small weights need more than 8 bits "
+                               "(numerics.weight_bits)")
+
+
+def test_weight_exponent_cap_that_zeroes_a_small_projection_is_an_error() -> None:
+    rng = np.random.default_rng(6)
+    w = rng.uniform(-1, 1, (4, 6))
+    pops = [ir.Population("a", (6,), "input"), ir.Population("b", (6,), "input"),
+            population("fc1", 4)]
+    g = graph(pops, [dense("tiny", "a", "fc1", 1e-3 * w), dense("huge", "b", "fc1", 1e3 * w)])
+    with pytest.raises(quantize.QuantizeError, match=r"^projection 'tiny': 8-bit weights with exponent 0\.\.7 leave 0 "
+                                                     r"distinct non-zero values .*; the scale of 'fc1' is capped at "
+                                                     r"\S+ so that its largest incoming weights fit at exponent 7 "
+                                                     r"\(hw_configs/cpu\.yaml: numerics\.weight_exp_max\)$"):
+        quantize.run(g, CPU)
+
+
+def rows_of_very_different_magnitude(n_in: int = 40, per_group: int = 8) -> ir.Graph:
+    """One LIF layer whose neuron groups have weights and thresholds scaled by 1, 1e-2 and 1e-4.
+
+    Each neuron's weights and threshold move together, so in float every group behaves alike.
+    """
+    rng = np.random.default_rng(7)
+    factor = np.repeat([1.0, 1e-2, 1e-4], per_group)
+    weight = rng.uniform(-0.3, 1.0, (3 * per_group, n_in)) * factor[:, None]
+    out = population("lif1", 3 * per_group)
+    out = ir.replace(out, params={**out.params, "v_threshold": 1.5 * factor})
+    return graph([ir.Population("in", (n_in,), "input"), out], [dense("fc1", "in", "lif1", weight)])
+
+
+def row_relative_error(quant: ir.IntWeights, weight: np.ndarray) -> float:
+    """RMS over rows of ||a·q - w|| / ||w||, a the best factor per row (1 where a row quantized to all zeros)."""
+    q = (quant.weight << quant.weight_exp).astype(np.float64)
+    errors = []
+    for q_row, w_row in zip(q, weight):
+        fit = (q_row @ w_row) / (q_row @ q_row) if q_row.any() else 0.0
+        errors.append(np.linalg.norm(fit * q_row - w_row) / np.linalg.norm(w_row))
+    return float(np.sqrt(np.mean(np.square(errors))))
+
+
+def test_per_channel_scales_beat_per_layer_on_rows_of_very_different_magnitude() -> None:
+    from snnc.backends import cpu
+    from snnc.runtime import float_reference
+
+    g = rows_of_very_different_magnitude()
+    ice40 = bundled_hw("ice40_up5k")
+    assert ice40.numerics.per_channel_scales
+    per_layer_hw = dataclasses.replace(ice40, numerics=dataclasses.replace(ice40.numerics, per_channel_scales=False))
+    per_channel, per_layer = quantize_quietly(g, ice40), quantize_quietly(g, per_layer_hw)
+
+    w = g.projections[0].weight
+    err_channel = row_relative_error(per_channel.projections[0].quant, w)
+    err_layer = row_relative_error(per_layer.projections[0].quant, w)
+    assert err_channel < 0.01
+    assert err_layer > 0.5
+    assert np.all(np.abs(per_channel.projections[0].quant.weight).max(axis=1) == M)  # every row uses the full mantissa
+
+    stimulus = {"in": np.random.default_rng(8).random((200, 40)) < 0.3}
+    reference = float_reference.simulate(g, stimulus, timing="per_projection")["lif1"].spikes
+    assert reference[:, 16:].sum() > 100  # the 1e-4 group fires in float
+    agreement = {name: float(np.mean(cpu.simulate(q, stimulus)["lif1"].spikes == reference))
+                 for name, q in [("channel", per_channel), ("layer", per_layer)]}
+    assert agreement["channel"] > 0.98
+    assert agreement["channel"] > agreement["layer"] + 0.1, agreement
+
+
+def test_per_channel_scales_are_recorded_as_a_range_and_uniform_ones_as_a_float() -> None:
+    ice40 = bundled_hw("ice40_up5k")
+    record = quantize_quietly(rows_of_very_different_magnitude(), ice40).meta["quantization"]["scales"]["lif1"]
+    assert set(record) == {"min", "max"} and record["max"] / record["min"] > 1e3
+    g = two_layer("lif", v_threshold=50.0)
+    same_rows = ir.replace(g, projections=(ir.replace(g.projections[0], weight=np.tile(g.projections[0].weight[:1],
+                                                                                         (4, 1))),))
+    assert isinstance(quantize_quietly(same_rows, ice40).meta["quantization"]["scales"]["fc1"], float)
+    assert isinstance(quantize_quietly(g, CPU).meta["quantization"]["scales"]["fc1"], float)
+
+
+def test_per_channel_scales_are_uniform_within_a_conv_output_channel() -> None:
+    rng = np.random.default_rng(9)
+    spec = ir.ConvSpec(in_shape=(2, 5, 5), out_shape=(3, 3, 3))
+    kernel = rng.uniform(-1, 1, (3, 2, 3, 3)) * np.array([1.0, 1e-2, 1e-3])[:, None, None, None]
+    pop = population("conv1", 27, v_threshold=1e-3)
+    pop = ir.replace(pop, shape=(3, 3, 3), params={k: v.reshape(3, 3, 3) for k, v in pop.params.items()})
+    g = graph([ir.Population("in", (2, 5, 5), "input"), pop],
+              [ir.Projection("c", "in", "conv1", "conv", kernel, conv=spec)])
+    q = quantize_quietly(g, bundled_hw("ice40_up5k"))
+    w = q.projections[0].quant
+    assert w is not None and w.weight_exp == 0
+    assert np.abs(w.weight).reshape(3, -1).max(axis=1).tolist() == [M, M, M]
+    vth = q.population("conv1").quant.vth.reshape(3, -1)
+    assert np.all(vth == vth[:, :1])  # one scale per channel, and vth = S·theta
+    assert vth[0, 0] < vth[1, 0] < vth[2, 0]
+
+
+def test_override_turns_per_channel_off_for_one_population() -> None:
+    g = rows_of_very_different_magnitude()
+    g = ir.replace(g, meta={"quant_overrides": {"lif1": {"per_channel": False}}})
+    q = quantize_quietly(g, bundled_hw("ice40_up5k"))
+    assert isinstance(q.meta["quantization"]["scales"]["lif1"], float)
+
+
+def test_override_sets_one_projections_weight_bits() -> None:
+    rng = np.random.default_rng(10)
+    pops = [ir.Population("a", (6,), "input"), ir.Population("b", (6,), "input"), population("fc1", 4)]
+    g = graph(pops, [dense("small", "a", "fc1", rng.uniform(-1, 1, (4, 6))),
+                     dense("big", "b", "fc1", rng.uniform(-1, 1, (4, 6)))],
+              meta={"quant_overrides": {"small": {"weight_bits": 4}}})
+    q = quantize_quietly(g)
+    small, big = q.projections[0].quant, q.projections[1].quant
+    assert (small.weight_bits, big.weight_bits) == (4, 8)
+    # the shared exponent of 'small' is a power of two, so its largest mantissa lands in (7/2, 7]
+    assert 4 <= np.abs(small.weight).max() <= 7 and small.weight.min() >= -8
+    assert np.abs(big.weight).max() > 7
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"fc9": {"weight_bits": 4}}, "quantization override for layer 'fc9': no such projection or population "
+                                  "(projections: w; populations: fc1)"),
+    ({"w": {"per_channel": False}}, "quantization override layers.w.per_channel: a projection has no option "
+                                    "'per_channel' (projections take weight_bits, populations per_channel)"),
+    ({"w": {"weight_bits": 9}}, "layers.w.weight_bits = 9 is out of range [1, 8]"),
+    ({"fc1": {"per_channel": True}}, "layers.fc1.per_channel = true, but target 'cpu' has one scale per layer "
+                                     "(hw_configs/cpu.yaml: numerics.per_channel_scales = false)"),
+])
+def test_bad_overrides_are_refused_naming_the_layer(overrides: dict, message: str) -> None:
+    g = ir.replace(two_layer(), meta={"quant_overrides": overrides})
+    with pytest.raises(quantize.QuantizeError) as info:
+        quantize.run(g, CPU)
+    assert str(info.value) == message

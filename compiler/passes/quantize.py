@@ -16,12 +16,33 @@ and ``weight << weight_exp ≈ S·g·w``, ``vth = round(S·v_threshold)``. CUBA
 biases enter v directly, not the current, so only their steady state
 matches (a QuantizeWarning says so).
 
-S is chosen per population so that the incoming projection with the
-smallest weights uses the whole mantissa at exponent 0; projections with
-larger weights get a larger exponent and the same relative precision. S is
-capped so the largest projection still fits at ``weight_exp_max`` and the
-largest threshold fits in ``threshold_bits``. A worst-case range analysis
-warns where u or v could leave ``state_bits``.
+S is chosen so that the incoming projection with the smallest weights uses
+the whole mantissa at exponent 0; projections with larger weights get a
+larger exponent and the same relative precision. S is capped so the largest
+projection still fits at ``weight_exp_max`` and the largest threshold fits in
+``threshold_bits``. A worst-case range analysis warns where u or v could
+leave ``state_bits``.
+
+Where the target has ``numerics.per_channel_scales``, S is chosen per
+destination channel instead of per population: per neuron behind dense and
+sparse projections, per output channel behind conv projections (a kernel is
+shared by all positions of its channel). Every neuron already has its own
+vth, bias and vreset, so the integer model is unchanged: a neuron's weight
+row, threshold, bias and reset level are all scaled by its own S_c. The
+weight exponent stays one per projection, set by its largest S_c·|g·w| row.
+``meta["quantization"]["scales"][population]`` is S (a float) when uniform,
+else ``{"min": ..., "max": ...}``.
+
+Options: ``run(graph, hw)`` takes the target's numerics as they are; global
+user options (``compiler.quant_options.QuantOptions``: weight bits, per
+channel) arrive already applied to ``hw`` by ``pipeline.compile_graph``.
+Per-layer overrides arrive as ``graph.meta["quant_overrides"]``, a JSON
+dict ``{projection: {"weight_bits": n}, population: {"per_channel": bool}}``.
+
+QuantizeError reports what the target cannot represent: a decay that rounds
+to 0 although the float model leaks, and a projection whose weights collapse
+to fewer than 2 distinct non-zero mantissas (because of too few bits, or
+because the weight exponent range or the threshold width caps S).
 """
 
 from __future__ import annotations
@@ -32,7 +53,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from snnc.compiler import ir
+from snnc.compiler import ir, quant_options
+from snnc.compiler.calibration import scale_cap
 from snnc.compiler.hw import HardwareConfig
 
 _UNITY = ir.DECAY_UNITY
@@ -93,12 +115,14 @@ def _dynamics(pop: ir.Population, dt: float) -> _Dynamics:
     raise QuantizeError(f"population '{pop.name}': no integer mapping for model '{pop.model}'")
 
 
-def _decay(fraction: np.ndarray, pop: ir.Population, which: str) -> np.ndarray:
-    """Round a decay (4096ths) to the 12-bit integer, warning where rounding changes its meaning."""
+def _decay(fraction: np.ndarray, pop: ir.Population, which: str, tau: str, dt: float) -> np.ndarray:
+    """Round a decay (4096ths, from dt/``tau``) to the 12-bit integer; a leak that rounds away is an error."""
     rounded = np.rint(fraction)
-    if np.any((fraction > 0) & (rounded == 0)):
-        _warn(f"population '{pop.name}': {which} {fraction[fraction > 0].min():.3g}/4096 rounds to 0, so the "
-              f"integer state never decays (time constant above 8192·dt)")
+    lost = (fraction > 0) & (rounded == 0)
+    if np.any(lost):
+        # rint(4096·dt/tau) is 0 up to 4096·dt/tau = 0.5 (half to even): tau must stay below 8192·dt
+        raise QuantizeError(f"population '{pop.name}': {which} = dt/{tau} = {fraction[lost].min() / _UNITY:.3g} rounds "
+                            f"to 0/4096 (no leak); the target's 12-bit decay needs {tau} < 8192·dt = {8192 * dt:g} s")
     if np.any(fraction > _UNITY):
         _warn(f"population '{pop.name}': {which} {fraction.max():.6g}/4096 is clipped to 4096 "
               f"(time constant below dt; forward Euler overshoots in float)")
@@ -122,29 +146,103 @@ def _synapse_gain(proj: ir.Projection, gain: np.ndarray) -> np.ndarray:
     return picked[:, None, None, None]
 
 
-def _scale(pop: ir.Population, magnitudes: list[float], hw: HardwareConfig) -> float:
-    """S for ``pop`` from the largest |g·w| of each incoming projection (zero ones ignored)."""
+def _full(bits: int) -> int:
+    """Largest positive signed mantissa of ``bits`` bits (1 for 1-bit weights, whose range is [-1, 0])."""
+    return max((1 << (bits - 1)) - 1, 1)
+
+
+def _row_magnitudes(proj: ir.Projection, syn_gain: np.ndarray, size: int) -> np.ndarray:
+    """Per destination neuron, the largest |g·w| of ``proj`` onto it (0 where it has no synapse)."""
+    target = np.abs(syn_gain * np.asarray(proj.weight, dtype=np.float64))
+    if proj.kind == "dense":
+        return target.max(axis=1, initial=0.0)
+    if proj.kind == "sparse":
+        assert proj.rows is not None
+        rows = np.zeros(size)
+        np.maximum.at(rows, proj.rows, target)
+        return rows
+    per_channel = target.reshape(target.shape[0], -1).max(axis=1, initial=0.0)
+    return np.repeat(per_channel, size // target.shape[0])
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """S per neuron of one population, and the caps that bound it (per neuron, inf where none)."""
+
+    value: np.ndarray
+    weight_cap: np.ndarray
+    threshold_cap: np.ndarray
+
+    @property
+    def uniform(self) -> bool:
+        return bool(np.all(self.value == self.value[0]))
+
+    def record(self) -> float | dict[str, float]:
+        """JSON-friendly S for meta: a float when uniform, else its range."""
+        if self.uniform:
+            return float(self.value[0])
+        return {"min": float(self.value.min()), "max": float(self.value.max())}
+
+
+def _scale(pop: ir.Population, rows: list[tuple[np.ndarray, int]], hw: HardwareConfig, per_channel: bool,
+           channels: list[int], state_cap: float = np.inf) -> _Scale:
+    """S for ``pop`` from each incoming projection's per-neuron largest |g·w| and weight bits (zero rows ignored).
+
+    Per layer, every neuron sees the population-wide maxima, so S is uniform.
+    Per channel, each neuron gets its own S, made uniform over each group
+    of ``channels`` (the output channels of conv projections into ``pop``).
+    """
     num = hw.numerics
-    full = max((1 << (num.weight_bits - 1)) - 1, 1)
-    used = [m for m in magnitudes if m > 0]
-    caps = []
-    if used:
-        caps.append(full / min(used))
-        caps.append(full * 2.0**num.weight_exp_max / max(used))
+    size = pop.size
+    desired = np.zeros(size)
+    weight_cap = np.full(size, np.inf)
+    for magnitude, bits in rows:
+        if not per_channel:
+            magnitude = np.full(size, magnitude.max(initial=0.0))
+        used = magnitude > 0
+        safe = np.where(used, magnitude, 1.0)
+        full = _full(bits)
+        desired = np.where(used, np.maximum(desired, full / safe), desired)
+        weight_cap = np.where(used, np.minimum(weight_cap, full * 2.0**num.weight_exp_max / safe), weight_cap)
+    threshold_cap = np.full(size, np.inf)
     if pop.model in ir.SPIKING_MODELS:
         theta = _param(pop, "v_threshold")
         if np.any(theta < 0):
             raise QuantizeError(f"population '{pop.name}': v_threshold = {theta.min():g} is negative; "
                                 f"integer thresholds are unsigned")
-        if theta.max() > 0:
-            caps.append(((1 << num.threshold_bits) - 1) / theta.max())
-    return float(min(caps)) if caps else 1.0
+        if not per_channel:
+            theta = np.full(size, theta.max())
+        top = (1 << num.threshold_bits) - 1
+        threshold_cap = np.where(theta > 0, top / np.where(theta > 0, theta, 1.0), np.inf)
+    value = np.minimum(np.where(desired > 0, desired, np.inf), np.minimum(weight_cap, threshold_cap))
+    # calibration: the largest float |v| and |u| seen on the stimuli must stay inside the state width
+    value = np.minimum(value, state_cap)
+    if per_channel:
+        # a neuron without incoming weights takes the scale it would get per layer
+        layer = _scale(pop, rows, hw, False, [], state_cap).value
+        value = np.where(np.isinf(value), layer, value)
+        for count in channels:
+            value = np.repeat(value.reshape(count, -1).min(axis=1), size // count)
+    value = np.where(np.isinf(value), 1.0, value)
+    return _Scale(value, weight_cap, threshold_cap)
 
 
-def _quantize_weights(proj: ir.Projection, syn_gain: np.ndarray, scale: float, hw: HardwareConfig) -> ir.IntWeights:
+def _synapse_scale(proj: ir.Projection, scale: np.ndarray) -> np.ndarray:
+    """The destination's per-neuron S broadcast against ``proj.weight`` (uniform per conv output channel)."""
+    if proj.kind == "dense":
+        return scale[:, None]
+    if proj.kind == "sparse":
+        assert proj.rows is not None
+        return scale[proj.rows]
+    assert proj.conv is not None
+    return scale.reshape(proj.conv.out_shape[0], -1)[:, 0][:, None, None, None]
+
+
+def _quantize_weights(proj: ir.Projection, syn_gain: np.ndarray, scale: np.ndarray, bits: int,
+                      hw: HardwareConfig) -> ir.IntWeights:
     """Mantissas and the smallest exponent at which the largest |S·g·w| fits the signed mantissa."""
     num = hw.numerics
-    full = (1 << (num.weight_bits - 1)) - 1
+    full = _full(bits)
     target = scale * syn_gain * np.asarray(proj.weight, dtype=np.float64)
     largest = float(np.abs(target).max()) if target.size else 0.0
     exp = max(0, num.weight_exp_min)
@@ -152,8 +250,41 @@ def _quantize_weights(proj: ir.Projection, syn_gain: np.ndarray, scale: float, h
     # floating-point edge (a ratio of 8.000000001 must give 3, not 4)
     while exp < num.weight_exp_max and round(largest / 2.0**exp) > full:
         exp += 1
-    mantissa = np.clip(np.rint(target / 2.0**exp), -full - 1, full).astype(np.int64)
-    return ir.IntWeights(weight=mantissa, weight_exp=exp, weight_bits=num.weight_bits)
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    mantissa = np.clip(np.rint(target / 2.0**exp), low, high).astype(np.int64)
+    return ir.IntWeights(weight=mantissa, weight_exp=exp, weight_bits=bits)
+
+
+def _distinct_nonzero(values: np.ndarray) -> int:
+    return int(np.unique(values[values != 0]).size)
+
+
+def _check_resolution(proj: ir.Projection, quant: ir.IntWeights, scale: _Scale, dst: ir.Population,
+                      hw: HardwareConfig) -> None:
+    """Refuse a projection whose distinct non-zero float weights collapse to fewer than 2 mantissa values."""
+    weight = np.asarray(proj.weight, dtype=np.float64)
+    if _distinct_nonzero(weight) < 2:
+        return
+    left = _distinct_nonzero(quant.weight)
+    if left >= 2:
+        return
+    num = hw.numerics
+    message = (f"projection '{proj.name}': {quant.weight_bits}-bit weights with exponent "
+               f"{max(0, num.weight_exp_min)}..{num.weight_exp_max} leave {left} distinct non-zero value"
+               f"{'' if left == 1 else 's'} for weights in [{weight.min():.3g}, {weight.max():.3g}]")
+    worst = int(np.argmin(scale.value))
+    if scale.threshold_cap[worst] <= scale.value[worst]:
+        theta = float(_param(dst, "v_threshold")[worst])
+        message += (f"; the scale of '{dst.name}' is capped at {scale.value[worst]:.3g} so that v_threshold = "
+                    f"{theta:g} fits {num.threshold_bits} bits ({hw.source}: numerics.threshold_bits)")
+    elif scale.weight_cap[worst] <= scale.value[worst]:
+        message += (f"; the scale of '{dst.name}' is capped at {scale.value[worst]:.3g} so that its largest "
+                    f"incoming weights fit at exponent {num.weight_exp_max} ({hw.source}: numerics.weight_exp_max)")
+    elif quant.weight_bits == 1:
+        message += "; a 1-bit signed mantissa holds only -1 and 0 (numerics.weight_bits)"
+    else:
+        message += f"; the small weights need more than {quant.weight_bits} bits (numerics.weight_bits)"
+    raise QuantizeError(message)
 
 
 def _quantize_bias(bias_int: np.ndarray, pop: ir.Population, hw: HardwareConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -231,8 +362,8 @@ def _check_ranges(pop: ir.Population, q: ir.IntNeuron, pos_in: np.ndarray, neg_i
     _warn_range(pop, "v", float(v_pos.max()), float(v_neg.max()), q.state_bits)
 
 
-def _neuron(pop: ir.Population, dyn: _Dynamics, scale: float, hw: HardwareConfig) -> ir.IntNeuron:
-    """The integer parameters of ``pop`` at scale S."""
+def _neuron(pop: ir.Population, dyn: _Dynamics, scale: np.ndarray, hw: HardwareConfig, dt: float) -> ir.IntNeuron:
+    """The integer parameters of ``pop`` at per-neuron scale S."""
     spiking = pop.model in ir.SPIKING_MODELS
     vreset = None
     if spiking:
@@ -243,47 +374,83 @@ def _neuron(pop: ir.Population, dyn: _Dynamics, scale: float, hw: HardwareConfig
             # by (v_threshold - v_reset)
             vreset = np.rint(scale * _param(pop, "v_reset"))
             if np.abs(vreset).max() > top:
-                worst = float(_param(pop, "v_reset")[np.argmax(np.abs(vreset))])
-                raise QuantizeError(f"population '{pop.name}': v_reset = {worst:g} becomes {np.abs(vreset).max():.0f} "
-                                    f"at scale {scale:.3g}, beyond the {hw.numerics.threshold_bits}-bit range "
-                                    f"±{top} ({hw.source}: numerics.threshold_bits)")
+                worst = int(np.argmax(np.abs(vreset)))
+                raise QuantizeError(f"population '{pop.name}': v_reset = {_param(pop, 'v_reset')[worst]:g} becomes "
+                                    f"{abs(vreset[worst]):.0f} at scale {scale[worst]:.3g}, beyond the "
+                                    f"{hw.numerics.threshold_bits}-bit range ±{top} ({hw.source}: numerics.threshold_bits)")
             vreset = vreset.astype(np.int64)
     else:
         vth = np.zeros(pop.size, dtype=np.int64)
     bias_mant, bias_exp = _quantize_bias(_SHIFT * scale * dyn.bias, pop, hw)
     return ir.IntNeuron(
-        i_decay=_decay(dyn.i_decay, pop, "i_decay"),
-        v_decay=_decay(dyn.v_decay, pop, "v_decay"),
+        i_decay=_decay(dyn.i_decay, pop, "i_decay", "tau_syn", dt),
+        v_decay=_decay(dyn.v_decay, pop, "v_decay", "tau_mem", dt),
         vth=vth, bias_mant=bias_mant, bias_exp=bias_exp, spiking=spiking, reset=pop.reset,
         state_bits=hw.numerics.state_bits, vreset=vreset, refractory=pop.refractory,
     )
+
+
+def _overrides(graph: ir.Graph, hw: HardwareConfig) -> tuple[dict[str, int], dict[str, bool]]:
+    """Per-projection weight bits and per-population per-channel choices from ``meta["quant_overrides"]``."""
+    bits: dict[str, int] = {}
+    per_channel: dict[str, bool] = {}
+    projections = {j.name for j in graph.projections}
+    populations = {p.name for p in graph.populations if p.model != "input"}
+    for name, layer in dict(graph.meta.get("quant_overrides", {})).items():
+        if name not in projections | populations:
+            raise QuantizeError(f"quantization override for layer '{name}': no such projection or population "
+                                f"(projections: {', '.join(sorted(projections))}; "
+                                f"populations: {', '.join(sorted(populations))})")
+        for key, value in layer.items():
+            where = f"layers.{name}.{key}"
+            if key == "weight_bits" and name in projections:
+                bits[name] = quant_options.check_weight_bits(value, hw, where)
+            elif key == "per_channel" and name in populations:
+                per_channel[name] = quant_options.check_per_channel(value, hw, where)
+            else:
+                kind = "projection" if name in projections else "population"
+                raise QuantizeError(f"quantization override {where}: a {kind} has no option '{key}' "
+                                    f"(projections take weight_bits, populations per_channel)")
+    return bits, per_channel
 
 
 def run(graph: ir.Graph, hw: HardwareConfig) -> ir.Graph:
     """Return ``graph`` with integer parameters for target ``hw`` on every population and projection.
 
     Records ``meta["quantization"] = {"target", "weight_bits", "scales": {population: S}}``.
+    Honours ``meta["quant_overrides"]`` (see the module docstring).
     Raises QuantizeError for parameters the integer model cannot express;
     warns (QuantizeWarning) where it will deviate from the float model.
     """
+    try:
+        bits, per_channel = _overrides(graph, hw)
+    except quant_options.QuantOptionsError as exc:
+        raise QuantizeError(str(exc)) from None
     dynamics = {p.name: _dynamics(p, graph.dt) for p in graph.populations if p.model != "input"}
     syn_gain = {j.name: _synapse_gain(j, dynamics[j.dst].gain) for j in graph.projections}
-    scales: dict[str, float] = {}
+    weight_bits = {j.name: bits.get(j.name, hw.numerics.weight_bits) for j in graph.projections}
+    scales: dict[str, _Scale] = {}
     for pop in graph.populations:
         if pop.model == "input":
             continue
-        magnitudes = [float(np.abs(syn_gain[j.name] * np.asarray(j.weight)).max(initial=0.0))
-                      for j in graph.projections_into(pop.name)]
-        scales[pop.name] = _scale(pop, magnitudes, hw)
-    projections = tuple(
-        ir.replace(j, quant=_quantize_weights(j, syn_gain[j.name], scales[j.dst], hw)) for j in graph.projections
-    )
+        into = graph.projections_into(pop.name)
+        rows = [(_row_magnitudes(j, syn_gain[j.name], pop.size), weight_bits[j.name]) for j in into]
+        channels = [j.conv.out_shape[0] for j in into if j.conv is not None]
+        chosen = per_channel.get(pop.name, hw.numerics.per_channel_scales)
+        ranges = graph.meta.get("calibration", {}).get(pop.name)
+        state_cap = np.inf if ranges is None else scale_cap(ranges, hw.numerics.state_bits)
+        scales[pop.name] = _scale(pop, rows, hw, chosen, channels, state_cap)
+    projections = []
+    for j in graph.projections:
+        quant = _quantize_weights(j, syn_gain[j.name], _synapse_scale(j, scales[j.dst].value), weight_bits[j.name], hw)
+        _check_resolution(j, quant, scales[j.dst], graph.population(j.dst), hw)
+        projections.append(ir.replace(j, quant=quant))
     populations = []
     for pop in graph.populations:
         if pop.model == "input":
             populations.append(pop)
             continue
-        q = _neuron(pop, dynamics[pop.name], scales[pop.name], hw)
+        q = _neuron(pop, dynamics[pop.name], scales[pop.name].value, hw, graph.dt)
         pos_in, neg_in = np.zeros(pop.size), np.zeros(pop.size)
         for proj in projections:
             if proj.dst == pop.name:
@@ -292,7 +459,8 @@ def run(graph: ir.Graph, hw: HardwareConfig) -> ir.Graph:
                 neg_in += neg
         _check_ranges(pop, q, pos_in, neg_in)
         populations.append(ir.replace(pop, quant=q))
+    record = {name: scale.record() for name, scale in scales.items()}
     meta = {**graph.meta, "quantization": {"target": hw.name, "weight_bits": hw.numerics.weight_bits,
-                                           "scales": scales}}
-    new_graph = ir.replace(graph, populations=tuple(populations), projections=projections, meta=meta)
+                                           "scales": record}}
+    new_graph = ir.replace(graph, populations=tuple(populations), projections=tuple(projections), meta=meta)
     return ir.check(new_graph, "quantized")
