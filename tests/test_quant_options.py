@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -64,7 +66,7 @@ def test_config_file_errors_name_the_file_and_key(tmp_path, text: str, message: 
 
 def test_options_replace_the_targets_numerics_within_its_limits() -> None:
     hw = QuantOptions(weight_bits=4).apply(CPU)
-    assert hw.numerics.weight_bits == 4 and hw.numerics.per_channel_scales is False
+    assert hw.numerics.weight_bits == 4 and hw.numerics.per_channel_scales is True
     ice40 = bundled_hw("ice40_up5k")
     assert QuantOptions(per_channel=False).apply(ice40).numerics.per_channel_scales is False
     assert QuantOptions().apply(CPU) == CPU
@@ -105,10 +107,12 @@ def test_cli_refuses_more_weight_bits_than_the_target_holds(capsys, tmp_path) ->
 
 
 def test_cli_refuses_per_channel_on_a_per_layer_target(capsys, tmp_path) -> None:
-    code, err, _ = compile_cli(capsys, tmp_path, "--per-channel")
+    loihi2 = Path(bundled_hw("loihi2").source).name
+    hw_file = Path(__file__).resolve().parents[1] / "hw_configs" / loihi2
+    code, err, _ = compile_cli(capsys, tmp_path, "--per-channel", "--hw", str(hw_file))
     assert code == cli.EXIT_ERROR
-    assert err == ("snnc: error: per_channel = true, but target 'cpu' has one scale per layer "
-                   "(hw_configs/cpu.yaml: numerics.per_channel_scales = false)\n")
+    assert err == (f"snnc: error: per_channel = true, but target 'loihi2' has one scale per layer "
+                   f"({hw_file}: numerics.per_channel_scales = false)\n")
 
 
 def test_cli_quant_config_gives_one_projection_4_bits(capsys, tmp_path) -> None:
