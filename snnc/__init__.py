@@ -7,6 +7,7 @@ Python API::
     rasters = art.run({"input": spikes})          # {population: Raster}
     art = snnc.load("build/model")
     graph = snnc.export(torch_model, sample_input, path="model.nir")   # snnTorch, snnc.nn or Norse
+    qmodel = snnc.qat(torch_model, weight_bits=4)  # fake-quantized copy to fine-tune; snnc.qat.freeze(qmodel)
 """
 
 __version__ = "0.1.0"
@@ -31,3 +32,12 @@ def load(path):
     from snnc.api import load as _load
 
     return _load(path)
+
+
+def __getattr__(name):
+    # snnc.qat is the callable module snnc/qat.py (imported on first use: it needs torch)
+    if name == "qat":
+        import importlib
+
+        return importlib.import_module("snnc.qat")
+    raise AttributeError(f"module 'snnc' has no attribute '{name}'")

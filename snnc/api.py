@@ -111,6 +111,17 @@ def export(
     return graph
 
 
+def qat(model: object, target: str = "cpu", weight_bits: int | None = None,
+        per_channel: bool | None = None) -> object:
+    """A deep copy of a torch ``model`` with fake-quantized weights for fine-tuning; see :mod:`snnc.qat`.
+
+    ``snnc.qat.freeze`` turns the result into plain layers for :func:`export`.
+    """
+    from snnc.qat import qat as _qat
+
+    return _qat(model, target=target, weight_bits=weight_bits, per_channel=per_channel)
+
+
 def load(path: str | Path) -> base.Artifact:
     """Open a compiled artifact directory; ``.run(stimulus, steps)`` runs it."""
     return execute.load(path)
