@@ -58,7 +58,7 @@ def _projection_inputs(graph: ir.Graph, rasters: Mapping[str, object], batch: in
         out = raster.v if src.model in float_reference.NON_SPIKING_MODELS else raster.spikes  # type: ignore[attr-defined]
         flat = np.asarray(out, dtype=np.float64).reshape(batch * steps, src.size)
         # the float reference's own per-synapse-delay split, so timing and delays match it exactly
-        for group in float_reference._delay_groups(proj, src.size, pops[proj.dst].size, 1):  # noqa: SLF001
+        for group in float_reference.delay_groups(proj, src.size, pops[proj.dst].size, 1):
             arrived = group.deliver(flat).reshape(batch, steps, -1)
             if group.delay < steps:
                 inputs[proj.dst][:, group.delay:] += arrived[:, : steps - group.delay]

@@ -64,7 +64,7 @@ _INTEGRATOR_MODELS = frozenset({"if", "i"})
 
 
 @dataclass(frozen=True)
-class _DelayGroup:
+class DelayGroup:
     """Synapses of one projection sharing one delivery delay (steps after the source updates).
 
     Exactly one of ``weight_t`` (dense, (src, dst)) and ``matrix`` (scipy
@@ -146,17 +146,17 @@ def _neurons(pop: ir.Population, dt: float, batch: int) -> _Neurons:
                     refractory=pop.refractory, frozen=frozen)
 
 
-def _delay_groups(proj: ir.Projection, src_size: int, dst_size: int, base: int) -> list[_DelayGroup]:
+def delay_groups(proj: ir.Projection, src_size: int, dst_size: int, base: int) -> list[DelayGroup]:
     """``proj`` split by per-synapse delay; each group delivers ``base + delay`` steps after the source."""
     weight = np.asarray(proj.weight, dtype=np.float64)
     if proj.kind == "conv":
         assert proj.conv is not None
-        return [_DelayGroup(proj.dst, base, None, conv_matrix(proj.conv, weight))]
+        return [DelayGroup(proj.dst, base, None, conv_matrix(proj.conv, weight))]
     if proj.kind == "dense":
         delay = np.zeros(weight.shape, dtype=np.int64) if proj.delay is None else np.asarray(proj.delay)
         if np.all(delay == delay.flat[0]):
             # one delay for all synapses: keep the dense matrix and its BLAS matmul
-            return [_DelayGroup(proj.dst, base + int(delay.flat[0]), np.ascontiguousarray(weight.T), None)]
+            return [DelayGroup(proj.dst, base + int(delay.flat[0]), np.ascontiguousarray(weight.T), None)]
         rows, cols = (idx.ravel() for idx in np.indices(weight.shape))
         weight, delay = weight.ravel(), delay.ravel()
     else:
@@ -168,7 +168,7 @@ def _delay_groups(proj: ir.Projection, src_size: int, dst_size: int, base: int) 
         chosen = delay == d
         # building CSR from (row, col) pairs sums repeated pairs, as the IR asks
         matrix = sp.csr_matrix((weight[chosen], (rows[chosen], cols[chosen])), shape=(dst_size, src_size))
-        groups.append(_DelayGroup(proj.dst, base + int(d), None, matrix))
+        groups.append(DelayGroup(proj.dst, base + int(d), None, matrix))
     return groups
 
 
@@ -254,10 +254,10 @@ def simulate(graph: ir.Graph, stimulus: Mapping[str, np.ndarray], steps: int | N
     pops = {pop.name: pop for pop in graph.populations}
     order, back = _schedule(graph)
 
-    outgoing: dict[str, list[_DelayGroup]] = {name: [] for name in pops}
+    outgoing: dict[str, list[DelayGroup]] = {name: [] for name in pops}
     for proj in graph.projections:
         base = 1 if timing == "per_projection" or proj.name in back else 0
-        outgoing[proj.src] += _delay_groups(proj, pops[proj.src].size, pops[proj.dst].size, base)
+        outgoing[proj.src] += delay_groups(proj, pops[proj.src].size, pops[proj.dst].size, base)
     # slot (t + delay) % ring_len of a population's ring holds what arrives at step t + delay
     ring_len = {name: 1 for name in pops}
     for groups in outgoing.values():
