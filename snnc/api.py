@@ -12,7 +12,7 @@ import numpy as np
 from snnc import targets
 from snnc.backends import base
 from snnc.compiler import hw as hwmod
-from snnc.compiler import ir, pipeline
+from snnc.compiler import ir, pipeline, resources
 from snnc.compiler.frontends.load import load_model
 from snnc.compiler.quant_options import QuantOptions, load_overrides
 from snnc.runtime import execute, quant_report
@@ -73,6 +73,37 @@ def compile(  # noqa: A001 - the natural name for users: snnc.compile(...)
     if report is not None:
         quant_report.write_report(report, Path(artifact.path) / quant_report.REPORT_FILE)
     return artifact
+
+
+def check(
+    model: str | Path | ir.Graph,
+    target: str = "cpu",
+    hw: str | Path | None = None,
+    dt: float | None = None,
+    reset: str | None = None,
+    calibration: np.ndarray | str | Path | None = None,
+    weight_bits: int | None = None,
+    per_channel: bool | None = None,
+    quant_config: str | Path | None = None,
+) -> resources.CheckResult:
+    """Whether ``model`` fits ``target``: import, normalize and quantize as :func:`compile` does, then count resources.
+
+    Needs only the target's hardware description, not its backend, so it
+    works for targets whose backend is not implemented yet. Arguments as in
+    :func:`compile`; nothing is written. See ``docs/resources.md``.
+    """
+    tgt = targets.get_target(target)
+    hw_config = hwmod.load_hw(hw) if hw is not None else hwmod.bundled_hw(tgt.hw)
+    if isinstance(model, ir.Graph) and calibration is not None:
+        raise ValueError("calibration applies to .onnx model files, not to an already imported graph")
+    graph = model if isinstance(model, ir.Graph) else load_model(model, dt=dt, reset=reset, calibration=calibration)
+    options = load_overrides(quant_config) if quant_config is not None else QuantOptions()
+    if weight_bits is not None:
+        options = dataclasses.replace(options, weight_bits=weight_bits)
+    if per_channel is not None:
+        options = dataclasses.replace(options, per_channel=per_channel)
+    quantized = pipeline.compile_graph(graph, hw_config, options=options)
+    return resources.check(quantized, options.apply(hw_config))
 
 
 def export(

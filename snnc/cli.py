@@ -62,6 +62,19 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from snnc import api
+    from snnc.compiler import resources
+
+    result = api.check(args.model, target=args.target, hw=args.hw, dt=args.dt, reset=args.reset,
+                       calibration=args.calibration, weight_bits=args.weight_bits, per_channel=args.per_channel,
+                       quant_config=args.quant_config)
+    print(resources.format_check(result))
+    for finding in result.errors:
+        print(f"snnc: does not fit: {finding.message()}", file=sys.stderr)
+    return 0 if result.fits else EXIT_ERROR
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from snnc.runtime import execute
 
@@ -112,6 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stimulus .npz (0/1 spikes per input population, optional labels) to calibrate state "
                         "ranges and write DIR/quant_report.json (for .onnx, --calibration inputs are rate-coded instead)")
     p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("check", help="check whether a model fits a target's cores, memory and axons")
+    p.add_argument("model", help="model file (.nir, .onnx, or an snnc graph .npz)")
+    p.add_argument("--target", "-t", default="cpu", help="target name (see `snnc targets`), default cpu")
+    p.add_argument("--hw", help="hardware description YAML overriding the target's bundled one")
+    p.add_argument("--dt", type=float, help="time step in seconds, as for compile")
+    p.add_argument("--reset", choices=("zero", "subtract", "none"), help="reset mode of spiking neurons, as for compile")
+    p.add_argument("--calibration", metavar="FILE", help="for .onnx models: typical inputs, as for compile")
+    p.add_argument("--weight-bits", type=int, metavar="N", help="weight mantissa bits, as for compile")
+    p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
+                   help="one scale per output channel, as for compile")
+    p.add_argument("--quant-config", metavar="FILE", help="quantization YAML, as for compile")
+    p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("run", help="run a compiled artifact on a stimulus")
     p.add_argument("artifact", help="artifact directory from `snnc compile`")
