@@ -27,25 +27,14 @@ import numpy as np
 
 from snnc.backends.base import normalize_stimulus
 from snnc.compiler import ir
+from snnc.compiler.neuron_gains import current_gain
+from snnc.compiler.neuron_gains import param as _param
 from snnc.runtime import float_reference
 
 HEADROOM = 2.0
 """The cap leaves this factor of the state range unused: test data may reach beyond the calibration data."""
 
 _CURRENT_MODELS = frozenset({"cuba_lif", "cuba_li"})
-
-
-def _param(pop: ir.Population, key: str) -> np.ndarray:
-    return np.asarray(pop.params[key], dtype=np.float64).ravel()
-
-
-def current_gain(pop: ir.Population, dt: float) -> np.ndarray:
-    """Per neuron, the factor from the current I (see the module docstring) to the step's v increment."""
-    if pop.model in ("lif", "li", "cuba_lif", "cuba_li"):
-        return dt / _param(pop, "tau_mem") * _param(pop, "r")
-    if pop.model in ("if", "i"):
-        return _param(pop, "r")
-    return np.ones(pop.size)
 
 
 def _projection_inputs(graph: ir.Graph, rasters: Mapping[str, object], batch: int, steps: int) -> dict[str, np.ndarray]:

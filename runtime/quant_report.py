@@ -32,28 +32,13 @@ import numpy as np
 
 from snnc.backends import cpu
 from snnc.backends.base import normalize_stimulus
-from snnc.compiler import ir
+from snnc.compiler import ir, neuron_gains
 from snnc.runtime import float_reference
 from snnc.runtime.raster import Raster
 
 READOUTS = ("spikes", "v")
 REPORT_FILE = "quant_report.json"
 """Name of the report in an artifact directory (written by ``snnc.compile`` when given stimuli)."""
-
-
-def _param(pop: ir.Population, key: str) -> np.ndarray:
-    return np.asarray(pop.params[key], dtype=np.float64).ravel()
-
-
-def _input_gain(pop: ir.Population, dt: float) -> np.ndarray:
-    """Per neuron, the gain g from the float input x to v per step (the quantize pass's table)."""
-    if pop.model in ("lif", "li"):
-        return dt / _param(pop, "tau_mem") * _param(pop, "r")
-    if pop.model in ("cuba_lif", "cuba_li"):
-        return dt / _param(pop, "tau_mem") * _param(pop, "r") * _param(pop, "w_in") * dt / _param(pop, "tau_syn")
-    if pop.model in ("if", "i"):
-        return _param(pop, "r")
-    return np.ones(pop.size)
 
 
 def _row_ids(proj: ir.Projection, dst_size: int) -> tuple[np.ndarray, int]:
@@ -72,10 +57,9 @@ def _weight_error(proj: ir.Projection, dst: ir.Population, scale: float | Mappin
     assert proj.quant is not None
     weight = np.asarray(proj.weight, dtype=np.float64).ravel()
     rows, n_rows = _row_ids(proj, dst.size)
-    gain = _input_gain(dst, dt)
+    gain = neuron_gains.input_gain(dst, dt)
     if proj.kind == "conv":
-        per_channel = gain.reshape(n_rows, -1)
-        gain = per_channel[np.arange(n_rows), np.argmax(np.abs(per_channel), axis=1)]
+        gain = neuron_gains.per_channel(gain, n_rows)
     target = weight * gain[rows]
     integer = np.asarray(proj.quant.weight, dtype=np.float64).ravel() * 2.0**proj.quant.weight_exp
     if isinstance(scale, Mapping):

@@ -18,6 +18,26 @@ from snnc.compiler.quant_options import QuantOptions, load_overrides
 from snnc.runtime import execute, quant_report
 
 
+def _import(model: str | Path | ir.Graph, dt: float | None, reset: str | None,
+            calibration: np.ndarray | str | Path | None) -> ir.Graph:
+    """``model`` as a float IR graph (imported unless it already is one)."""
+    if not isinstance(model, ir.Graph):
+        return load_model(model, dt=dt, reset=reset, calibration=calibration)
+    if calibration is not None:
+        raise ValueError("calibration applies to .onnx model files, not to an already imported graph")
+    return model
+
+
+def _options(weight_bits: int | None, per_channel: bool | None, quant_config: str | Path | None) -> QuantOptions:
+    """The quantization options of ``quant_config`` (YAML), overridden by the two explicit arguments."""
+    options = load_overrides(quant_config) if quant_config is not None else QuantOptions()
+    if weight_bits is not None:
+        options = dataclasses.replace(options, weight_bits=weight_bits)
+    if per_channel is not None:
+        options = dataclasses.replace(options, per_channel=per_channel)
+    return options
+
+
 def compile(  # noqa: A001 - the natural name for users: snnc.compile(...)
     model: str | Path | ir.Graph,
     target: str = "cpu",
@@ -51,14 +71,8 @@ def compile(  # noqa: A001 - the natural name for users: snnc.compile(...)
     tgt = targets.get_target(target)
     backend = targets.usable_backend(tgt)
     hw_config = hwmod.load_hw(hw) if hw is not None else hwmod.bundled_hw(tgt.hw)
-    if isinstance(model, ir.Graph) and calibration is not None:
-        raise ValueError("calibration applies to .onnx model files, not to an already imported graph")
-    graph = model if isinstance(model, ir.Graph) else load_model(model, dt=dt, reset=reset, calibration=calibration)
-    options = load_overrides(quant_config) if quant_config is not None else QuantOptions()
-    if weight_bits is not None:
-        options = dataclasses.replace(options, weight_bits=weight_bits)
-    if per_channel is not None:
-        options = dataclasses.replace(options, per_channel=per_channel)
+    graph = _import(model, dt, reset, calibration)
+    options = _options(weight_bits, per_channel, quant_config)
     stimulus, labels = quant_report.resolve_stimuli(graph, stimuli, calibration)
     quantized = pipeline.compile_graph(graph, hw_config, dump_ir, options, calibration=stimulus)
     reasons = backend.unsupported(quantized, hw_config)
@@ -94,14 +108,8 @@ def check(
     """
     tgt = targets.get_target(target)
     hw_config = hwmod.load_hw(hw) if hw is not None else hwmod.bundled_hw(tgt.hw)
-    if isinstance(model, ir.Graph) and calibration is not None:
-        raise ValueError("calibration applies to .onnx model files, not to an already imported graph")
-    graph = model if isinstance(model, ir.Graph) else load_model(model, dt=dt, reset=reset, calibration=calibration)
-    options = load_overrides(quant_config) if quant_config is not None else QuantOptions()
-    if weight_bits is not None:
-        options = dataclasses.replace(options, weight_bits=weight_bits)
-    if per_channel is not None:
-        options = dataclasses.replace(options, per_channel=per_channel)
+    graph = _import(model, dt, reset, calibration)
+    options = _options(weight_bits, per_channel, quant_config)
     quantized = pipeline.compile_graph(graph, hw_config, options=options)
     return resources.check(quantized, options.apply(hw_config))
 

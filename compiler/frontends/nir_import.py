@@ -51,7 +51,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from snnc.compiler import ir
-from snnc.compiler.conv import conv_matrix
+from snnc.compiler.conv import conv_matrix, merge_pool_conv
 
 DEFAULT_DT = 1e-4
 """Seconds; snnTorch's hard-coded value and that of most NIR paper files."""
@@ -679,27 +679,9 @@ class _Importer:
         return None
 
     def _merge_pool_conv(self, pool: str, conv: str) -> tuple[str, np.ndarray, ir.ConvSpec] | None:
-        """Pool (kernel == stride, no padding) then conv == one conv with kernel p*k, stride p*s, padding p*pad.
-
-        The pooled input is x'[c, i, j] = sum_ab x[c, p*i + a, p*j + b] (/ p*p for avg), so
-        W'[o, c, p*u + a, p*v + b] = W[o, c, u, v]; zero padding by pad on x' is padding p*pad on x.
-        """
-        pool_spec, pool_kernel = self._conv_spec(pool, self.in_shape[pool])
-        p = pool_kernel.shape[2:]
-        if (pool_spec.stride != p or pool_spec.padding != (0, 0)
-                or pool_spec.in_shape[1] % p[0] or pool_spec.in_shape[2] % p[1]):
-            return None
-        conv_spec, kernel = self._conv_spec(conv, self.in_shape[conv])
-        if conv_spec.dilation != (1, 1) or conv_spec.in_shape != pool_spec.out_shape:
-            return None
-        merged = np.repeat(np.repeat(kernel, p[0], axis=2), p[1], axis=3) * pool_kernel[0, 0, 0, 0]
-        spec = ir.ConvSpec(
-            in_shape=pool_spec.in_shape, out_shape=conv_spec.out_shape,
-            stride=(p[0] * conv_spec.stride[0], p[1] * conv_spec.stride[1]),
-            padding=(p[0] * conv_spec.padding[0], p[1] * conv_spec.padding[1]),
-            groups=conv_spec.groups,
-        )
-        return "conv", merged, spec
+        """Pool then conv as one conv (``compiler/conv.py``), or None when they do not merge."""
+        merged = merge_pool_conv(*self._conv_spec(pool, self.in_shape[pool]), *self._conv_spec(conv, self.in_shape[conv]))
+        return None if merged is None else ("conv", *merged)
 
     def _from_terms(self, name: str, src: str, dst: str, terms: Terms, hint: str | None,
                     identity: bool) -> ir.Projection:

@@ -91,7 +91,7 @@ from torch import nn
 
 from snnc import nn as snnc_nn
 from snnc.compiler import ir
-from snnc.compiler.conv import conv_matrix
+from snnc.compiler.conv import conv_matrix, merge_conv_pool, merge_pool_conv
 from snnc.compiler.frontends.nir_import import DENSE_ABOVE
 
 try:
@@ -309,52 +309,6 @@ def _is_box(op: _Op) -> bool:
     assert spec is not None and kernel is not None
     return (spec.groups == spec.in_shape[0] == spec.out_shape[0] and kernel.shape[1] == 1
             and bool(np.all(kernel == kernel.flat[0])))
-
-
-def _merge_conv_pool(conv: _Op, pool: _Op) -> tuple[np.ndarray, ir.ConvSpec] | None:
-    """Conv (stride 1, no dilation) then average pool with kernel == stride p == one conv.
-
-    y[o, i, j] = c * sum_{a,b < p} conv(x)[o, p*i + a, p*j + b], so the merged
-    kernel is the conv kernel convolved with a p x p box of value c (1/(p*p)),
-    with stride p and the conv's padding.
-    """
-    cs, ps = conv.spec, pool.spec
-    assert cs is not None and ps is not None and conv.weight is not None and pool.weight is not None
-    p = pool.weight.shape[2:]
-    if (cs.stride != (1, 1) or cs.dilation != (1, 1) or ps.stride != p or ps.padding != (0, 0)
-            or ps.dilation != (1, 1)):
-        return None
-    c_out, c_in_g, kh, kw = conv.weight.shape
-    merged = np.zeros((c_out, c_in_g, kh + p[0] - 1, kw + p[1] - 1))
-    for a in range(p[0]):
-        for b in range(p[1]):
-            merged[:, :, a:a + kh, b:b + kw] += conv.weight
-    merged *= pool.weight[0, 0, 0, 0]
-    spec = ir.ConvSpec(cs.in_shape, ps.out_shape, stride=(p[0], p[1]), padding=cs.padding, groups=cs.groups)
-    if ir.conv_output_shape(spec, merged.shape[2:]) != tuple(ps.out_shape[1:]):
-        return None
-    return merged, spec
-
-
-def _merge_pool_conv(pool: _Op, conv: _Op) -> tuple[np.ndarray, ir.ConvSpec] | None:
-    """Average pool (kernel == stride p, no padding, tiling the input) then conv == one conv.
-
-    The pooled input is c * sum_ab x[ch, p*i + a, p*j + b], so
-    W'[o, ch, p*u + a, p*v + b] = c * W[o, ch, u, v]; padding by ``pad`` on
-    the pooled input is padding ``p*pad`` on x, and stride s becomes p*s.
-    """
-    ps, cs = pool.spec, conv.spec
-    assert cs is not None and ps is not None and conv.weight is not None and pool.weight is not None
-    p = pool.weight.shape[2:]
-    if (ps.stride != p or ps.padding != (0, 0) or ps.dilation != (1, 1) or ps.in_shape[1] % p[0]
-            or ps.in_shape[2] % p[1] or cs.dilation != (1, 1)):
-        return None
-    merged = np.repeat(np.repeat(conv.weight, p[0], axis=2), p[1], axis=3) * pool.weight[0, 0, 0, 0]
-    spec = ir.ConvSpec(ps.in_shape, cs.out_shape, stride=(p[0] * cs.stride[0], p[1] * cs.stride[1]),
-                       padding=(p[0] * cs.padding[0], p[1] * cs.padding[1]), groups=cs.groups)
-    if ir.conv_output_shape(spec, merged.shape[2:]) != tuple(cs.out_shape[1:]):
-        return None
-    return merged, spec
 
 
 # --------------------------------------------------------------------------- the exporter
@@ -830,9 +784,9 @@ class _Exporter:
             return ir.Projection(name, src, dst, "conv", np.array(acting[0].weight), conv=acting[0].spec)
         if acting is not None and len(acting) == 2 and all(op.kind == "conv" for op in acting):
             first, second = acting
-            merged = _merge_pool_conv(first, second) if _is_box(first) else None
+            merged = merge_pool_conv(first.spec, first.weight, second.spec, second.weight) if _is_box(first) else None
             if merged is None and _is_box(second):
-                merged = _merge_conv_pool(first, second)
+                merged = merge_conv_pool(first.spec, first.weight, second.spec, second.weight)
             if merged is not None:
                 return ir.Projection(name, src, dst, "conv", merged[0], conv=merged[1])
         coo = matrix.tocoo()

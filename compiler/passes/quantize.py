@@ -53,9 +53,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from snnc.compiler import ir, quant_options
+from snnc.compiler import ir, neuron_gains, quant_options
 from snnc.compiler.calibration import scale_cap
 from snnc.compiler.hw import HardwareConfig
+from snnc.compiler.neuron_gains import param as _param
 
 _UNITY = ir.DECAY_UNITY
 _SHIFT = 1 << ir.ACT_SHIFT
@@ -87,32 +88,28 @@ class _Dynamics:
     bias: np.ndarray
 
 
-def _param(pop: ir.Population, key: str) -> np.ndarray:
-    return np.asarray(pop.params[key], dtype=np.float64).ravel()
-
-
 def _dynamics(pop: ir.Population, dt: float) -> _Dynamics:
     """Decays, input gain and bias of ``pop`` (see the table in the module docstring)."""
+    if pop.model not in ir.NEURON_MODELS or pop.model == "input":
+        raise QuantizeError(f"population '{pop.name}': no integer mapping for model '{pop.model}'")
     ones = np.ones(pop.size)
     bias = _param(pop, "bias")
-    if pop.model in ("lif", "li"):
+    into_v = neuron_gains.current_gain(pop, dt)
+    leak = np.zeros(pop.size)
+    i_decay = v_decay = _UNITY * ones
+    if "tau_mem" in pop.params:
         mem = dt / _param(pop, "tau_mem")
-        gain = mem * _param(pop, "r")
-        return _Dynamics(_UNITY * ones, _UNITY * mem, gain, gain * bias + mem * _param(pop, "v_leak"))
-    if pop.model in ("cuba_lif", "cuba_li"):
-        mem = dt / _param(pop, "tau_mem")
-        syn = dt / _param(pop, "tau_syn")
-        into_v = mem * _param(pop, "r") * _param(pop, "w_in")
+        v_decay = _UNITY * mem
+        leak = mem * _param(pop, "v_leak")
+    elif pop.model in ("if", "i"):
+        v_decay = np.zeros(pop.size)
+    if "tau_syn" in pop.params:
+        i_decay = _UNITY * (dt / _param(pop, "tau_syn"))
+        into_v = into_v * _param(pop, "w_in")
         if np.any(bias != 0):
             _warn(f"population '{pop.name}': a {pop.model} bias enters the current in float but v in the "
                   f"integer model; only the steady state matches, the first ~tau_syn/dt steps differ")
-        return _Dynamics(_UNITY * syn, _UNITY * mem, into_v * syn, into_v * bias + mem * _param(pop, "v_leak"))
-    if pop.model in ("if", "i"):
-        r = _param(pop, "r")
-        return _Dynamics(_UNITY * ones, np.zeros(pop.size), r, r * bias)
-    if pop.model == "threshold":
-        return _Dynamics(_UNITY * ones, _UNITY * ones, ones, bias)
-    raise QuantizeError(f"population '{pop.name}': no integer mapping for model '{pop.model}'")
+    return _Dynamics(i_decay, v_decay, neuron_gains.input_gain(pop, dt), into_v * bias + leak)
 
 
 def _decay(fraction: np.ndarray, pop: ir.Population, which: str, tau: str, dt: float) -> np.ndarray:
@@ -129,21 +126,26 @@ def _decay(fraction: np.ndarray, pop: ir.Population, which: str, tau: str, dt: f
     return np.clip(rounded, 0, _UNITY).astype(np.int64)
 
 
-def _synapse_gain(proj: ir.Projection, gain: np.ndarray) -> np.ndarray:
-    """The destination gain broadcast against ``proj.weight`` (per row, per synapse or per output channel)."""
+def _per_synapse(proj: ir.Projection, per_neuron: np.ndarray) -> np.ndarray:
+    """A per-destination-neuron array broadcast against ``proj.weight``; conv takes one value per output channel."""
     if proj.kind == "dense":
-        return gain[:, None]
+        return per_neuron[:, None]
     if proj.kind == "sparse":
         assert proj.rows is not None
-        return gain[proj.rows]
+        return per_neuron[proj.rows]
     assert proj.conv is not None
-    per_neuron = gain.reshape(proj.conv.out_shape[0], -1)
-    # conv kernels are shared by a whole output channel, so one gain per channel is all they can carry
-    picked = per_neuron[np.arange(per_neuron.shape[0]), np.argmax(np.abs(per_neuron), axis=1)]
-    if not np.allclose(per_neuron, picked[:, None], rtol=1e-12, atol=0):
-        _warn(f"projection '{proj.name}': the gain of '{proj.dst}' varies within an output channel "
-              f"(tau_mem, r or w_in differ per neuron); using the largest per channel")
-    return picked[:, None, None, None]
+    return neuron_gains.per_channel(per_neuron, proj.conv.out_shape[0])[:, None, None, None]
+
+
+def _synapse_gain(proj: ir.Projection, gain: np.ndarray) -> np.ndarray:
+    """The destination gain against ``proj.weight``; conv kernels can carry only one gain per output channel."""
+    if proj.kind == "conv":
+        assert proj.conv is not None
+        picked = neuron_gains.per_channel(gain, proj.conv.out_shape[0])
+        if not np.allclose(gain.reshape(picked.size, -1), picked[:, None], rtol=1e-12, atol=0):
+            _warn(f"projection '{proj.name}': the gain of '{proj.dst}' varies within an output channel "
+                  f"(tau_mem, r or w_in differ per neuron); using the largest per channel")
+    return _per_synapse(proj, gain)
 
 
 def _full(bits: int) -> int:
@@ -225,17 +227,6 @@ def _scale(pop: ir.Population, rows: list[tuple[np.ndarray, int]], hw: HardwareC
             value = np.repeat(value.reshape(count, -1).min(axis=1), size // count)
     value = np.where(np.isinf(value), 1.0, value)
     return _Scale(value, weight_cap, threshold_cap)
-
-
-def _synapse_scale(proj: ir.Projection, scale: np.ndarray) -> np.ndarray:
-    """The destination's per-neuron S broadcast against ``proj.weight`` (uniform per conv output channel)."""
-    if proj.kind == "dense":
-        return scale[:, None]
-    if proj.kind == "sparse":
-        assert proj.rows is not None
-        return scale[proj.rows]
-    assert proj.conv is not None
-    return scale.reshape(proj.conv.out_shape[0], -1)[:, 0][:, None, None, None]
 
 
 def _quantize_weights(proj: ir.Projection, syn_gain: np.ndarray, scale: np.ndarray, bits: int,
@@ -442,7 +433,7 @@ def run(graph: ir.Graph, hw: HardwareConfig) -> ir.Graph:
         scales[pop.name] = _scale(pop, rows, hw, chosen, channels, state_cap)
     projections = []
     for j in graph.projections:
-        quant = _quantize_weights(j, syn_gain[j.name], _synapse_scale(j, scales[j.dst].value), weight_bits[j.name], hw)
+        quant = _quantize_weights(j, syn_gain[j.name], _per_synapse(j, scales[j.dst].value), weight_bits[j.name], hw)
         _check_resolution(j, quant, scales[j.dst], graph.population(j.dst), hw)
         projections.append(ir.replace(j, quant=quant))
     populations = []
