@@ -141,7 +141,12 @@ class Population:
     ``params`` holds float arrays of ``shape`` named by ``NEURON_MODELS[model]``
     (time constants in seconds, like every NIR exporter). ``bias`` is a
     constant input added to the projections' sum every step. ``quant`` is
-    set by the quantize pass; ``placement`` by the place pass.
+    set by the quantize pass. ``placement`` (int32, one entry per neuron in C
+    order, set by the partition pass and refined by the place pass) is the
+    global core of each neuron: ``chip * chip.cores + row * mesh_cols + col``
+    of the target's hardware description; None for input populations (their
+    spikes come from off chip) and before partitioning. It never changes what
+    the network computes.
     ``refractory`` (steps, spiking models only) freezes v after each spike:
     it neither decays nor integrates and cannot spike; the current I keeps
     integrating.
@@ -153,7 +158,7 @@ class Population:
     params: Mapping[str, np.ndarray] = field(default_factory=dict)
     reset: str = "zero"
     quant: IntNeuron | None = None
-    placement: tuple[int, ...] | None = None
+    placement: np.ndarray | None = None
     refractory: int = 0
 
     @property
@@ -280,6 +285,13 @@ def _check_population(pop: Population, stage: str) -> None:
             raise _fail(stage, what, f"param '{key}' contains NaN or infinite values")
         if key.startswith("tau") and np.any(arr <= 0):
             raise _fail(stage, what, f"param '{key}' must be > 0, got min {arr.min():g}")
+    if pop.placement is not None:
+        arr = np.asarray(pop.placement)
+        if pop.model == "input":
+            raise _fail(stage, what, "input populations live off chip and take no placement")
+        if arr.shape != (pop.size,) or not np.issubdtype(arr.dtype, np.integer) or (arr.size and arr.min() < 0):
+            raise _fail(stage, what, f"placement must be a non-negative integer core per neuron, shape ({pop.size},), "
+                        f"got {arr.dtype}{arr.shape}")
     if stage == "quantized" and pop.model != "input":
         q = pop.quant
         if q is None:
@@ -425,7 +437,8 @@ def dump(graph: Graph) -> str:
         if pop.refractory:
             head += f" refractory={pop.refractory}"
         if pop.placement is not None:
-            head += f" placement={list(pop.placement)}"
+            cores = np.unique(pop.placement)
+            head += f" placement={len(cores)} cores [{cores[0]}..{cores[-1]}]"
         lines.append(head)
         for key in NEURON_MODELS[pop.model]:
             lines.append(f"    {key} = {_summary(pop.params[key])}")
@@ -485,7 +498,7 @@ def _pack(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         entry: dict[str, Any] = {
             "name": pop.name, "shape": list(pop.shape), "model": pop.model, "reset": pop.reset,
             "params": {k: put(f"p{i}/{k}", v) for k, v in pop.params.items()},
-            "placement": None if pop.placement is None else list(pop.placement),
+            "placement": put(f"p{i}/placement", pop.placement),
             "refractory": pop.refractory,
         }
         if pop.quant is not None:
@@ -562,7 +575,7 @@ def _unpack(header: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> Graph:
         pops.append(Population(
             name=entry["name"], shape=tuple(int(n) for n in entry["shape"]), model=entry["model"],
             params={k: get(v) for k, v in entry["params"].items()}, reset=entry["reset"], quant=quant,
-            placement=None if entry["placement"] is None else tuple(entry["placement"]),
+            placement=get(entry["placement"]),
             refractory=int(entry.get("refractory", 0)),
         ))
     projs = []
