@@ -12,6 +12,7 @@ the integer model's timing) and records, per non-input population::
     u_v   largest |gain·I|, u in the units of v: (dt/tau_mem)·r for cuba and
           lif/li, r for if/i, 1 for threshold; the integer u is 64·S·u_v
     rate  spikes per neuron per step (0 for non-spiking models)
+    rate_profile  the same per chunk of neurons (at most RATE_PROFILE_POINTS chunks, C order)
 
 ``compile_graph(..., calibration=stimulus)`` stores this dict as
 ``graph.meta["calibration"]`` before the passes run. :func:`scale_cap` turns
@@ -66,8 +67,22 @@ def _pre_reset_v(pop: ir.Population, v: np.ndarray, current: np.ndarray, dt: flo
     return (1.0 - mem) * before + mem * (_param(pop, "v_leak") + _param(pop, "r") * drive)
 
 
+RATE_PROFILE_POINTS = 256
+"""Neurons' spike rates are kept as the means of at most this many equal chunks (the partitioner's traffic weights)."""
+
+
+def _rate_profile(spikes: np.ndarray | None, size: int) -> list[float]:
+    if spikes is None or not spikes.size:
+        return [0.0]
+    per_neuron = spikes.reshape(-1, size).mean(axis=0)
+    chunks = min(size, RATE_PROFILE_POINTS)
+    bounds = np.arange(chunks) * size // chunks
+    counts = np.diff(np.append(bounds, size))
+    return [round(float(r), 6) for r in np.add.reduceat(per_neuron, bounds) / counts]
+
+
 def measure_ranges(graph: ir.Graph, stimulus: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """``{population: {"v", "u", "u_v", "rate"}}`` of ``graph`` (float) on ``stimulus`` (see the module docstring).
+    """``{population: {"v", "u", "u_v", "rate", "rate_profile"}}`` of ``graph`` (float) on ``stimulus`` (see the module docstring).
 
     ``stimulus`` maps each input population to 0/1 spikes (T, N), (T, *shape)
     or (B, T, ...). Values are plain floats (JSON-friendly).
@@ -93,6 +108,7 @@ def measure_ranges(graph: ir.Graph, stimulus: Mapping[str, np.ndarray]) -> dict[
             "u": float(np.abs(current).max(initial=0.0)),
             "u_v": float(np.abs(current_gain(pop, dt) * current).max(initial=0.0)),
             "rate": float(raster.spikes.mean()) if spiking and raster.spikes.size else 0.0,
+            "rate_profile": _rate_profile(raster.spikes if spiking else None, pop.size),
         }
     return ranges
 

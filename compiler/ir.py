@@ -260,6 +260,16 @@ def _fail(stage: str, what: str, message: str) -> IRError:
     return IRError(f"{what}: {message} (IR check, stage '{stage}')")
 
 
+def _all_finite(arr: np.ndarray) -> bool:
+    """Whether no entry is NaN or infinite, without a temporary as large as ``arr``.
+
+    NaN propagates through min and max, and an infinity is the min or the max.
+    """
+    if arr.size == 0 or arr.dtype.kind in "iub":
+        return True
+    return bool(np.isfinite(arr.min()) and np.isfinite(arr.max()))
+
+
 def _check_population(pop: Population, stage: str) -> None:
     what = f"population '{pop.name}'"
     if pop.model not in NEURON_MODELS:
@@ -328,7 +338,7 @@ def _check_projection(proj: Projection, pops: Mapping[str, Population], stage: s
     if proj.kind not in PROJECTION_KINDS:
         raise _fail(stage, what, f"unknown kind '{proj.kind}' (known: {PROJECTION_KINDS})")
     w = np.asarray(proj.weight)
-    if not np.all(np.isfinite(w)):
+    if not _all_finite(w):
         raise _fail(stage, what, "weights contain NaN or infinite values")
     if proj.kind == "dense":
         if w.shape != (dst.size, src.size):

@@ -136,6 +136,8 @@ class CheckResult:
     errors: tuple[Finding, ...]
     warnings: tuple[Finding, ...]
     cores: dict[str, int]
+    placement: dict | None = None
+    """Partition and place report (``graph.meta["partition"]`` and ``["placement"]``) when placement ran."""
 
     @property
     def fits(self) -> bool:
@@ -224,13 +226,13 @@ def population_demand(graph: ir.Graph, hw: hwmod.HardwareConfig) -> dict[str, De
 # --------------------------------------------------------------------------- slicing
 
 
-def _bounds(neurons: int, k: int) -> np.ndarray:
+def slice_bounds(neurons: int, k: int) -> np.ndarray:
     """Slice boundaries [0, s, 2s, ..., neurons] of a k-way split into slices of s = ceil(neurons / k)."""
     size = -(-neurons // k)
     return np.minimum(np.arange(0, k + 1, dtype=np.int64) * size, neurons)
 
 
-def _sparse_axons(inc: Incoming, bounds: np.ndarray) -> np.ndarray:
+def sparse_axons(inc: Incoming, bounds: np.ndarray) -> np.ndarray:
     """Distinct source neurons per slice; a (slice, source) bitmap when it is small, else a sort."""
     assert inc.rows is not None and inc.cols is not None
     k = len(bounds) - 1
@@ -243,7 +245,7 @@ def _sparse_axons(inc: Incoming, bounds: np.ndarray) -> np.ndarray:
     return np.bincount(keys // inc.src_size, minlength=k)
 
 
-def _conv_slice(inc: Incoming, start: int, stop: int) -> tuple[int, int]:
+def conv_slice(inc: Incoming, start: int, stop: int) -> tuple[int, int]:
     """(kernel bits, input axons) of output neurons [start, stop) of a conv: its channels' kernels, its receptive field.
 
     The receptive field is the input channels of the touched groups times the
@@ -291,7 +293,7 @@ def slice_needs(demand: Demand, k: int, hw: hwmod.HardwareConfig, axons_too: boo
     False skips the axon count of sparse projections (reported as 0), the
     only part that costs a pass over the entries.
     """
-    bounds = _bounds(demand.neurons, k)
+    bounds = slice_bounds(demand.neurons, k)
     sizes = np.diff(bounds)
     bits = np.zeros(k, dtype=np.int64)
     axons = np.zeros(k, dtype=np.int64)
@@ -304,10 +306,10 @@ def slice_needs(demand: Demand, k: int, hw: hwmod.HardwareConfig, axons_too: boo
             per_slice = np.add.reduceat(inc.row_counts, np.minimum(bounds[:-1], demand.neurons - 1))
             bits += np.where(sizes > 0, per_slice, 0) * inc.bits
             if axons_too:
-                axons += _sparse_axons(inc, bounds)
+                axons += sparse_axons(inc, bounds)
         else:
             for i in np.flatnonzero(sizes):
-                kernel_bits, field_axons = _conv_slice(inc, int(bounds[i]), int(bounds[i + 1]))
+                kernel_bits, field_axons = conv_slice(inc, int(bounds[i]), int(bounds[i + 1]))
                 bits[i] += kernel_bits
                 axons[i] += field_axons
     slice_bytes = (bits + 7) // 8
@@ -323,7 +325,7 @@ def _fits(needs: SliceNeeds, demand: Demand, hw: hwmod.HardwareConfig) -> bool:
             and needs.axons <= core.max_axons and (not demand.on_chip or needs.fan_out <= core.max_fan_out))
 
 
-def _unsplittable(demand: Demand, hw: hwmod.HardwareConfig) -> None:
+def unsplittable(demand: Demand, hw: hwmod.HardwareConfig) -> None:
     """Raise ResourceError for what no split can fix: one neuron's fan-in, fan-out, synapse bytes or axons."""
     core = hw.core
     if demand.fan_in > core.max_fan_in:
@@ -360,7 +362,7 @@ def min_cores(demand: Demand, hw: hwmod.HardwareConfig) -> int:
     """
     if not demand.on_chip:
         return 0
-    _unsplittable(demand, hw)
+    unsplittable(demand, hw)
     core = hw.core
     per_core = core.max_neurons if demand.fan_out == 0 else min(core.max_neurons, core.max_fan_out // demand.fan_out)
     low = max(1, -(-demand.neurons // per_core), -(-demand.synapse_bytes // core.synapse_memory_bytes))
@@ -486,6 +488,56 @@ def check(graph: ir.Graph, hw: hwmod.HardwareConfig) -> CheckResult:
     )
 
 
+ESTIMATED_RULES = ("chip.cores", "core.max_fan_out")
+"""Rules :func:`check` judges from estimates (fan-out as if every neuron reached every destination slice);
+partition and place settle them with real numbers (:func:`placed`)."""
+
+
+def placed(result: CheckResult, graph: ir.Graph, hw: hwmod.HardwareConfig) -> CheckResult:
+    """``result`` after partition and place: real cores and fan-out entries replace the estimates, report attached."""
+    report = {**graph.meta.get("partition", {}), **graph.meta.get("placement", {})}
+    total = hw.chip.cores * hw.chip.chips
+    errors = tuple(f for f in result.errors if f.rule not in ESTIMATED_RULES)
+    warnings = [f for f in result.warnings if f.rule not in ESTIMATED_RULES]
+    used, fan_out = report["cores_used"], report["max_per_core"]["fan_out_entries"]
+    if total > 1 and _level(used, total) == "warning":
+        warnings.append(Finding("warning", "chip.cores", "network", used, total,
+                                "little room is left on the chips; a bigger network needs another chip", hw.source))
+    if _level(fan_out, hw.core.max_fan_out) == "warning":
+        warnings.append(Finding("warning", "core.max_fan_out", "network", fan_out, hw.core.max_fan_out,
+                                "a core is within 10% of its fan-out entries", hw.source))
+    rows = tuple(
+        Usage("cores", used, total) if row.resource == "cores"
+        else Usage("max fan-out entries (per core)", fan_out, hw.core.max_fan_out)
+        if row.resource.startswith("max fan-out") else row
+        for row in result.rows)
+    cores = {pop.name: int(np.unique(pop.placement).size) for pop in graph.populations if pop.placement is not None}
+    return CheckResult(result.target, result.source, rows, errors, tuple(warnings), cores, report)
+
+
+def refused(result: CheckResult, finding: Finding) -> CheckResult:
+    """``result`` when partitioning failed with ``finding``: it replaces the estimated errors."""
+    errors = tuple(f for f in result.errors if f.rule not in ESTIMATED_RULES) + (finding,)
+    return CheckResult(result.target, result.source, result.rows, errors, result.warnings, result.cores)
+
+
+def _format_placement(report: dict) -> list[str]:
+    greedy = report.get("greedy_inter_core_spikes_per_step", 0.0)
+    traffic = report["inter_core_spikes_per_step"]
+    versus = f", greedy {greedy:,.4g} ({100 * (traffic - greedy) / greedy:+.0f}%)" if greedy else ""
+    limit = report["link_spikes_per_step_limit"]
+    link = f"{report['max_link_spikes_per_step']:,.4g}" + (f" of {limit:,} ({report['links_over_limit']} links over)"
+                                                           if limit is not None else " (no limit given)")
+    share = report["utilisation_percent"]
+    return [
+        f"placement ({report['placer']}, rates {report['rates']}): {report['cores_used']:,} cores on "
+        f"{report['chips_used']:,} chip(s)",
+        f"  inter-core spikes/step {traffic:,.4g}{versus}; inter-chip {report['inter_chip_spikes_per_step']:,.4g}",
+        f"  hops mean {report['mean_hops']:g}, max {report['max_hops']}; busiest link {link} spikes/step",
+        "  per-core use max/mean: " + ", ".join(f"{name} {v['max']:g}/{v['mean']:g}%" for name, v in share.items()),
+    ]
+
+
 def format_check(result: CheckResult) -> str:
     """The table of resources used vs available, then errors and warnings as separate sections."""
     header = ("resource", "used", "available", "%")
@@ -495,6 +547,8 @@ def format_check(result: CheckResult) -> str:
     for row in [header, *body]:
         lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     lines.append("cores per population: " + ", ".join(f"{n} {k:,}" for n, k in result.cores.items()))
+    if result.placement is not None:
+        lines.extend(_format_placement(result.placement))
     for title, findings in (("errors", result.errors), ("warnings", result.warnings)):
         lines.append(f"{title}: {len(findings)}")
         prefix = "does not fit: " if title == "errors" else "warning: "

@@ -14,6 +14,7 @@ from snnc.backends import base
 from snnc.compiler import hw as hwmod
 from snnc.compiler import ir, pipeline, resources
 from snnc.compiler.frontends.load import load_model
+from snnc.compiler.passes import partition, place
 from snnc.compiler.quant_options import QuantOptions, load_overrides
 from snnc.runtime import execute, quant_report
 
@@ -100,7 +101,8 @@ def check(
     per_channel: bool | None = None,
     quant_config: str | Path | None = None,
 ) -> resources.CheckResult:
-    """Whether ``model`` fits ``target``: import, normalize and quantize as :func:`compile` does, then count resources.
+    """Whether ``model`` fits ``target``: import, normalize and quantize as :func:`compile` does, count resources,
+    then partition and place (real cores, fan-out and the traffic report replace the estimates).
 
     Needs only the target's hardware description, not its backend, so it
     works for targets whose backend is not implemented yet. Arguments as in
@@ -110,8 +112,15 @@ def check(
     hw_config = hwmod.load_hw(hw) if hw is not None else hwmod.bundled_hw(tgt.hw)
     graph = _import(model, dt, reset, calibration)
     options = _options(weight_bits, per_channel, quant_config)
-    quantized = pipeline.compile_graph(graph, hw_config, options=options)
-    return resources.check(quantized, options.apply(hw_config))
+    quantized = pipeline.compile_graph(graph, hw_config, options=options, until="quantize")
+    hw_config = options.apply(hw_config)
+    result = resources.check(quantized, hw_config)
+    if any(f.rule not in resources.ESTIMATED_RULES for f in result.errors):
+        return result
+    try:
+        return resources.placed(result, place.run(partition.run(quantized, hw_config), hw_config), hw_config)
+    except resources.ResourceError as exc:
+        return resources.refused(result, exc.finding)
 
 
 def export(

@@ -62,7 +62,7 @@ def test_every_nir_paper_model_compiles_and_runs_on_cpu(path, tmp_path, capsys, 
     assert code == 0, err
     assert (out_dir / "manifest.json").is_file()
     dump_files = sorted(p.name for p in dumps.iterdir())
-    assert dump_files == ["00_import.txt", "01_normalize.txt", "02_quantize.txt"]
+    assert dump_files == ["00_import.txt", "01_normalize.txt", "02_quantize.txt", "03_partition.txt", "04_place.txt"]
     quantized_dump = (dumps / "02_quantize.txt").read_text()
     assert quantized_dump.startswith("graph dt=")
     assert "quant:" in quantized_dump

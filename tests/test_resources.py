@@ -235,7 +235,7 @@ def test_check_too_many_neurons_for_loihi2_exits_1_with_the_numbers(tmp_path, ca
     code, out, err = run_check(capsys, path, "--target", "loihi2")
     assert code == 1
     assert ("snnc: does not fit: rule 'chip.cores', layer 'big': needs 129, available 128 (hw_configs/loihi2.yaml) "
-            "— hint: split layer 'big' (129 slices) across 2 chips (needs 129 cores, a chip has 128)") in err
+            "— hint: split layer 'big' across 2 chips (needs 129 cores, a chip has 128;") in err
     assert next(line for line in out.splitlines() if "neurons" in line).split() == [
         "neurons", "1,048,577", "1,048,576", "100.0"]
 

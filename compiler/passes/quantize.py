@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,9 @@ from snnc.compiler.neuron_gains import param as _param
 
 _UNITY = ir.DECAY_UNITY
 _SHIFT = 1 << ir.ACT_SHIFT
+CHUNK = 1 << 22
+"""Sparse projections are processed this many synapses at a time, so no float64 copy of a large
+projection's weights is ever whole."""
 
 
 class QuantizeError(ValueError):
@@ -137,8 +141,21 @@ def _per_synapse(proj: ir.Projection, per_neuron: np.ndarray) -> np.ndarray:
     return neuron_gains.per_channel(per_neuron, proj.conv.out_shape[0])[:, None, None, None]
 
 
+def _chunks(proj: ir.Projection) -> list[slice]:
+    """Pieces of a sparse projection's synapses of at most CHUNK each (one piece for the other kinds)."""
+    if proj.kind != "sparse":
+        return [slice(None)]
+    size = int(np.asarray(proj.weight).size)
+    return [slice(start, start + CHUNK) for start in range(0, size, CHUNK)] or [slice(0, 0)]
+
+
 def _synapse_gain(proj: ir.Projection, gain: np.ndarray) -> np.ndarray:
-    """The destination gain against ``proj.weight``; conv kernels can carry only one gain per output channel."""
+    """The destination gain against ``proj.weight``; conv kernels can carry only one gain per output channel.
+
+    Sparse projections keep it per destination neuron (see :func:`_targets`).
+    """
+    if proj.kind == "sparse":
+        return gain
     if proj.kind == "conv":
         assert proj.conv is not None
         picked = neuron_gains.per_channel(gain, proj.conv.out_shape[0])
@@ -148,6 +165,24 @@ def _synapse_gain(proj: ir.Projection, gain: np.ndarray) -> np.ndarray:
     return _per_synapse(proj, gain)
 
 
+def _targets(proj: ir.Projection, syn_gain: np.ndarray,
+             scale: np.ndarray | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+    """``scale · g · w`` (``g · w`` without scale) in float64, piece by piece of :func:`_chunks`.
+
+    The arithmetic is elementwise, so each piece equals that slice of the whole product.
+    """
+    weight = np.asarray(proj.weight)
+    # per destination neuron, (S·g)[rows] is S[rows]·g[rows] to the bit, one gather instead of two
+    per_neuron = syn_gain if scale is None or proj.kind != "sparse" else scale * syn_gain
+    for part in _chunks(proj):
+        if proj.kind == "sparse":
+            assert proj.rows is not None
+            gain = per_neuron[proj.rows[part]]
+        else:
+            gain = syn_gain if scale is None else _per_synapse(proj, scale) * syn_gain
+        yield part, gain * np.asarray(weight[part], dtype=np.float64)
+
+
 def _full(bits: int) -> int:
     """Largest positive signed mantissa of ``bits`` bits (1 for 1-bit weights, whose range is [-1, 0])."""
     return max((1 << (bits - 1)) - 1, 1)
@@ -155,14 +190,16 @@ def _full(bits: int) -> int:
 
 def _row_magnitudes(proj: ir.Projection, syn_gain: np.ndarray, size: int) -> np.ndarray:
     """Per destination neuron, the largest |g·w| of ``proj`` onto it (0 where it has no synapse)."""
-    target = np.abs(syn_gain * np.asarray(proj.weight, dtype=np.float64))
-    if proj.kind == "dense":
-        return target.max(axis=1, initial=0.0)
     if proj.kind == "sparse":
         assert proj.rows is not None
         rows = np.zeros(size)
-        np.maximum.at(rows, proj.rows, target)
+        for part, target in _targets(proj, syn_gain):
+            np.maximum.at(rows, proj.rows[part], np.abs(target, out=target))
         return rows
+    [(_, target)] = _targets(proj, syn_gain)
+    target = np.abs(target)
+    if proj.kind == "dense":
+        return target.max(axis=1, initial=0.0)
     per_channel = target.reshape(target.shape[0], -1).max(axis=1, initial=0.0)
     return np.repeat(per_channel, size // target.shape[0])
 
@@ -229,31 +266,54 @@ def _scale(pop: ir.Population, rows: list[tuple[np.ndarray, int]], hw: HardwareC
     return _Scale(value, weight_cap, threshold_cap)
 
 
+def _mantissa_dtype(bits: int) -> type[np.signedinteger]:
+    """The narrowest signed integer type holding ``bits``-bit mantissas (they are 1 to 16 bits wide)."""
+    return next(t for t in (np.int8, np.int16, np.int32, np.int64) if np.iinfo(t).bits >= bits)
+
+
 def _quantize_weights(proj: ir.Projection, syn_gain: np.ndarray, scale: np.ndarray, bits: int,
                       hw: HardwareConfig) -> ir.IntWeights:
-    """Mantissas and the smallest exponent at which the largest |S·g·w| fits the signed mantissa."""
+    """Mantissas and the smallest exponent at which the largest |S·g·w| fits the signed mantissa.
+
+    ``scale`` is S per destination neuron; the mantissas take the narrowest integer type of ``bits``.
+    """
     num = hw.numerics
     full = _full(bits)
-    target = scale * syn_gain * np.asarray(proj.weight, dtype=np.float64)
-    largest = float(np.abs(target).max()) if target.size else 0.0
+    largest = 0.0
+    for _, target in _targets(proj, syn_gain, scale):
+        if target.size:
+            largest = max(largest, float(target.max()), -float(target.min()))
     exp = max(0, num.weight_exp_min)
     # the smallest exponent whose rounded mantissa fits; equals ceil(log2(largest / full)) without its
     # floating-point edge (a ratio of 8.000000001 must give 3, not 4)
     while exp < num.weight_exp_max and round(largest / 2.0**exp) > full:
         exp += 1
     low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    mantissa = np.clip(np.rint(target / 2.0**exp), low, high).astype(np.int64)
+    mantissa = np.empty(np.shape(proj.weight), dtype=_mantissa_dtype(bits))
+    for part, target in _targets(proj, syn_gain, scale):
+        np.divide(target, 2.0**exp, out=target)
+        mantissa[part] = np.clip(np.rint(target, out=target), low, high, out=target)
     return ir.IntWeights(weight=mantissa, weight_exp=exp, weight_bits=bits)
 
 
 def _distinct_nonzero(values: np.ndarray) -> int:
-    return int(np.unique(values[values != 0]).size)
+    """How many distinct non-zero values ``values`` holds, counting no further than 2."""
+    flat = values.reshape(-1)
+    first = int(np.argmax(flat != 0)) if flat.size else 0
+    if flat.size == 0 or flat[first] == 0:
+        return 0
+    seen = flat[first]
+    for start in range(0, flat.size, CHUNK):
+        part = flat[start:start + CHUNK]
+        if np.any((part != 0) & (part != seen)):
+            return 2
+    return 1
 
 
 def _check_resolution(proj: ir.Projection, quant: ir.IntWeights, scale: _Scale, dst: ir.Population,
                       hw: HardwareConfig) -> None:
     """Refuse a projection whose distinct non-zero float weights collapse to fewer than 2 mantissa values."""
-    weight = np.asarray(proj.weight, dtype=np.float64)
+    weight = np.asarray(proj.weight)
     if _distinct_nonzero(weight) < 2:
         return
     left = _distinct_nonzero(quant.weight)
@@ -262,7 +322,7 @@ def _check_resolution(proj: ir.Projection, quant: ir.IntWeights, scale: _Scale, 
     num = hw.numerics
     message = (f"projection '{proj.name}': {quant.weight_bits}-bit weights with exponent "
                f"{max(0, num.weight_exp_min)}..{num.weight_exp_max} leave {left} distinct non-zero value"
-               f"{'' if left == 1 else 's'} for weights in [{weight.min():.3g}, {weight.max():.3g}]")
+               f"{'' if left == 1 else 's'} for weights in [{float(weight.min()):.3g}, {float(weight.max()):.3g}]")
     worst = int(np.argmin(scale.value))
     if scale.threshold_cap[worst] <= scale.value[worst]:
         theta = float(_param(dst, "v_threshold")[worst])
@@ -297,13 +357,22 @@ def _quantize_bias(bias_int: np.ndarray, pop: ir.Population, hw: HardwareConfig)
 def _input_bounds(proj: ir.Projection, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Per destination neuron, the largest positive and negative a_in one step of spikes can bring."""
     assert proj.quant is not None
-    w = proj.quant.weight.astype(np.float64) * 2.0**proj.quant.weight_exp
+    step = 2.0**proj.quant.weight_exp
+    if proj.kind == "sparse":
+        assert proj.rows is not None
+        # every term is an integer times a power of 2 and every sum stays far below 2**53, so the
+        # float sums are exact and summing piece by piece changes nothing
+        pos_sum, neg_sum = np.zeros(size), np.zeros(size)
+        for part in _chunks(proj):
+            w = proj.quant.weight[part].astype(np.float64) * step
+            rows = proj.rows[part].astype(np.intp)
+            pos_sum += np.bincount(rows, np.clip(w, 0, None), size)
+            neg_sum += np.bincount(rows, np.clip(-w, 0, None), size)
+        return pos_sum, neg_sum
+    w = proj.quant.weight.astype(np.float64) * step
     pos, neg = np.clip(w, 0, None), np.clip(-w, 0, None)
     if proj.kind == "dense":
         return pos.sum(axis=1), neg.sum(axis=1)
-    if proj.kind == "sparse":
-        assert proj.rows is not None
-        return np.bincount(proj.rows, pos, size), np.bincount(proj.rows, neg, size)
     # every output neuron of a channel sees at most all taps of its kernel (fewer at padded borders)
     per_out = size // pos.shape[0]
     return (np.repeat(pos.reshape(pos.shape[0], -1).sum(axis=1), per_out),
@@ -433,7 +502,7 @@ def run(graph: ir.Graph, hw: HardwareConfig) -> ir.Graph:
         scales[pop.name] = _scale(pop, rows, hw, chosen, channels, state_cap)
     projections = []
     for j in graph.projections:
-        quant = _quantize_weights(j, syn_gain[j.name], _per_synapse(j, scales[j.dst].value), weight_bits[j.name], hw)
+        quant = _quantize_weights(j, syn_gain[j.name], scales[j.dst].value, weight_bits[j.name], hw)
         _check_resolution(j, quant, scales[j.dst], graph.population(j.dst), hw)
         projections.append(ir.replace(j, quant=quant))
     populations = []
