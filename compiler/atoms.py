@@ -39,7 +39,7 @@ from snnc.compiler import hw as hwmod
 from snnc.compiler import ir, resources
 
 RESOURCES = ("neurons", "synapse bits", "input axons", "fan-out entries")
-ATOMS_PER_SLICE = 8
+ATOMS_PER_SLICE = 32
 MAX_ATOMS = 32768
 ESTIMATED_RATE = 0.05
 """Spikes per neuron per step assumed when no calibration stimuli were given."""

@@ -7,7 +7,8 @@ the chips in use, then each chip's mesh along its longer side. Exact sizes
 come from moving the vertices that cost least across. It recurses until a
 region is a single core. The ``greedy`` placer puts logical core i on
 physical core i (row-major, chip after chip). Only ``ceil(cores /
-chip.cores)`` chips are used.
+chip.cores)`` chips are used; on a single chip, the most square block of
+the mesh that holds every core.
 
 Afterwards ``placement`` holds physical core numbers (``chip * chip.cores
 + row * mesh_cols + col``) and ``graph.meta["placement"]`` the report of
@@ -76,9 +77,12 @@ def _bisection(weight: sp.csr_matrix, hw: hwmod.HardwareConfig) -> np.ndarray:
     """Physical core of each logical core (rows of ``weight``, symmetric spikes per step between them)."""
     n = weight.shape[0]
     chips = -(-n // hw.chip.cores)
+    rows, cols = hw.chip.mesh
+    if chips == 1:  # one chip: the most square block of the mesh that holds every core, at its corner
+        rows, cols = min(((r, -(-n // r)) for r in range(1, rows + 1) if -(-n // r) <= cols),
+                         key=lambda rc: (rc[0] + rc[1], rc[0] * rc[1]))
     target = np.zeros(n, dtype=np.int64)
-    stack: list[tuple[np.ndarray, Region]] = [(np.arange(n), (range(chips), range(hw.chip.mesh[0]),
-                                                              range(hw.chip.mesh[1])))]
+    stack: list[tuple[np.ndarray, Region]] = [(np.arange(n), (range(chips), range(rows), range(cols)))]
     while stack:
         members, region = stack.pop()
         if _capacity(region) == 1 or members.size == 0:
