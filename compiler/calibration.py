@@ -82,7 +82,7 @@ def _rate_profile(spikes: np.ndarray | None, size: int) -> list[float]:
 
 
 def measure_ranges(graph: ir.Graph, stimulus: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """``{population: {"v", "u", "u_v", "rate", "rate_profile"}}`` of ``graph`` (float) on ``stimulus`` (see the module docstring).
+    """``{population: {"v", "u", "u_v", "rate", "rate_profile"}}`` of the float ``graph`` on ``stimulus`` (module docstring).
 
     ``stimulus`` maps each input population to 0/1 spikes (T, N), (T, *shape)
     or (B, T, ...). Values are plain floats (JSON-friendly).
