@@ -40,7 +40,7 @@ from snnc.compiler import ir, resources
 
 RESOURCES = ("neurons", "synapse bits", "input axons", "fan-out entries")
 ATOMS_PER_SLICE = 32
-MAX_ATOMS = 32768
+MAX_ATOMS = 16384
 ESTIMATED_RATE = 0.05
 """Spikes per neuron per step assumed when no calibration stimuli were given."""
 _CHUNK = 1 << 23
@@ -71,6 +71,8 @@ class Atoms:
     rate: np.ndarray = field(repr=False)         # (A,) spikes per step of the whole atom
     rates_measured: bool
     limits: np.ndarray = field(repr=False)       # (4,) per-core limits in RESOURCES order
+    slices: tuple[int, ...] = ()
+    """Per population, ``resources.min_cores`` with the fan-out estimate: a split that never spreads a layer."""
 
     @property
     def count(self) -> int:
@@ -102,6 +104,13 @@ def _atom_counts(demands: dict[str, resources.Demand], hw: hwmod.HardwareConfig)
         scale = MAX_ATOMS / total
         wanted = {name: max(slices[name], int(n * scale)) for name, n in wanted.items()}
     return wanted
+
+
+def _slices_with_fan_out(demand: resources.Demand, hw: hwmod.HardwareConfig) -> int:
+    try:
+        return resources.min_cores(demand, hw)
+    except resources.ResourceError:
+        return demand.slices_without_fan_out
 
 
 def _rates(graph: ir.Graph, pop: ir.Population) -> tuple[np.ndarray, bool]:
@@ -334,6 +343,7 @@ def build(graph: ir.Graph, hw: hwmod.HardwareConfig) -> Atoms:
         key_dim=np.array(shared.dim, dtype=np.int64), key_cap=np.array(shared.cap, dtype=np.int64),
         src=src, dst=dst, synapses=syn.astype(np.float64),
         rate=cat(rates) if pops else np.zeros(0), rates_measured=measured, limits=limits_of(hw),
+        slices=tuple(_slices_with_fan_out(demands[name], hw) for name in pops),
     )
 
 

@@ -105,6 +105,18 @@ def _greedy(atoms: atomsmod.Atoms) -> np.ndarray:
     return core
 
 
+def _by_layer(atoms: atomsmod.Atoms) -> np.ndarray:
+    """Each population on its own ``atoms.slices`` cores (check's estimate): a layer never spreads further."""
+    core = np.zeros(atoms.count, dtype=np.int64)
+    base = 0
+    for index, k in enumerate(atoms.slices):
+        mine = np.flatnonzero(atoms.pop_index == index)
+        neurons = int(atoms.size[mine].sum())
+        core[mine] = base + np.minimum(k - 1, atoms.start[mine] * k // max(1, neurons))
+        base += k
+    return core
+
+
 def _metis(atoms: atomsmod.Atoms, adjacency: sp.csr_matrix, parts: int, imbalance: int) -> np.ndarray:
     share = (atoms.own / atoms.limits[:3]).max(axis=1)
     vweights = np.maximum(1, np.round(share * 1000)).astype(np.int64)
@@ -240,18 +252,25 @@ def partition(atoms: atomsmod.Atoms, hw: hwmod.HardwareConfig, placer: str = "me
         return alone, {"placer": "greedy", "greedy_cores": 1, "greedy_inter_core_spikes_per_step": 0.0,
                        "rates": "measured" if atoms.rates_measured else "estimated", "cores": 1}
     adjacency = _adjacency(atoms)
-    greedy = _repair(atoms, _greedy(atoms), adjacency, hw)
-    cores = int(greedy.max(initial=-1)) + 1
-    summary = {"placer": "greedy", "greedy_cores": cores,
-               "greedy_inter_core_spikes_per_step": round(inter_core_spikes(atoms, greedy), 6),
-               "rates": "measured" if atoms.rates_measured else "estimated"}
-    best, best_traffic = greedy, summary["greedy_inter_core_spikes_per_step"]
+    packed = _greedy(atoms)
+    cores = int(packed.max(initial=-1)) + 1
+    summary: dict = {"placer": "greedy", "greedy_cores": cores, "rates": "measured" if atoms.rates_measured else "estimated"}
+    try:
+        greedy = _repair(atoms, packed, adjacency, hw)
+    except resources.ResourceError:
+        if placer == "greedy" or cores == 1:
+            raise
+        greedy = None  # greedy's spread can break fan-out where METIS' grouping does not
+    if greedy is not None:
+        cores = int(greedy.max(initial=-1)) + 1
+        summary.update(greedy_cores=cores, greedy_inter_core_spikes_per_step=round(inter_core_spikes(atoms, greedy), 6))
+    best, best_traffic = greedy, summary.get("greedy_inter_core_spikes_per_step", float("inf"))
     if placer == "metis" and cores > 1:
         total = hw.chip.cores * hw.chip.chips
         trials = METIS_TRIALS if atoms.count <= LARGE_GRAPH_ATOMS else METIS_TRIALS[:2]
         found = None
         for factor, imbalance in trials:
-            parts = max(cores, min(total, round(cores * factor)))
+            parts = min(atoms.count, max(cores, min(total, round(cores * factor))))
             start = _refine(atoms, _metis(atoms, adjacency, parts, imbalance), adjacency)
             try:
                 metis = _repair(atoms, start, adjacency, hw)
@@ -264,5 +283,8 @@ def partition(atoms: atomsmod.Atoms, hw: hwmod.HardwareConfig, placer: str = "me
             summary.update(metis_cores=int(found[0].max()) + 1, metis_inter_core_spikes_per_step=round(found[1], 6))
             if found[1] < best_traffic:
                 best, summary["placer"] = found[0], "metis"
+    if best is None:
+        best = _repair(atoms, _by_layer(atoms), adjacency, hw)  # raises the finding if this fails too
+        summary["placer"] = "greedy"
     summary["cores"] = int(best.max(initial=-1)) + 1
     return best, summary

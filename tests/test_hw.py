@@ -9,7 +9,7 @@ import yaml
 
 from snnc.compiler import hw, ir
 
-BUNDLED = ["cpu", "ecp5_85f", "ice40_up5k", "loihi2"]
+BUNDLED = ["cpu", "ecp5_85f", "ice40_up5k", "loihi2", "mesh_study"]
 
 
 def _cpu_yaml() -> dict:
