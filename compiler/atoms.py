@@ -35,10 +35,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from snnc.compiler import conv, ir, resources
 from snnc.compiler import hw as hwmod
-from snnc.compiler import ir, resources
 
 RESOURCES = ("neurons", "synapse bits", "input axons", "fan-out entries")
+LIMIT_RULES = ("core.max_neurons", "core.synapse_memory_bytes", "core.max_axons", "core.max_fan_out")
+"""The hardware-description key behind each of RESOURCES."""
 ATOMS_PER_SLICE = 32
 MAX_ATOMS = 16384
 ESTIMATED_RATE = 0.05
@@ -78,6 +80,10 @@ class Atoms:
     def count(self) -> int:
         return int(self.size.size)
 
+    @property
+    def rates_source(self) -> str:
+        return "measured" if self.rates_measured else "estimated"
+
     def traffic(self) -> np.ndarray:
         """Spikes per step on each edge: ``rate[src] * min(1, synapses / size[src])``."""
         return self.rate[self.src] * np.minimum(1.0, self.synapses / self.size[self.src])
@@ -89,6 +95,15 @@ class Atoms:
 def limits_of(hw: hwmod.HardwareConfig) -> np.ndarray:
     core = hw.core
     return np.array([core.max_neurons, 8 * core.synapse_memory_bytes, core.max_axons, core.max_fan_out], dtype=np.int64)
+
+
+def binding_limit(need: np.ndarray, limits: np.ndarray) -> tuple[str, int, int]:
+    """The limit ``need`` (RESOURCES order) exceeds most: its rule, required and available (synapse memory in bytes)."""
+    index = int(np.argmax(need / limits))
+    required, available = int(need[index]), int(limits[index])
+    if index == 1:
+        required, available = -(-required // 8), available // 8
+    return LIMIT_RULES[index], required, available
 
 
 def _atom_counts(demands: dict[str, resources.Demand], hw: hwmod.HardwareConfig) -> dict[str, int]:
@@ -200,14 +215,7 @@ def _conv_field(inc: resources.Incoming, lo: int, hi: int) -> tuple[np.ndarray, 
     _, h_in, w_in = spec.in_shape
     plane = h_out * w_out
     first, last = lo // plane, (hi - 1) // plane
-    positions = np.zeros(plane, dtype=bool)
-    if last - first >= 2:
-        positions[:] = True
-    elif last == first:
-        positions[lo - first * plane:hi - first * plane] = True
-    else:
-        positions[lo - first * plane:] = True
-        positions[:hi - last * plane] = True
+    positions = resources.slice_positions(lo, hi, plane)
     out_rows, out_cols = (np.unique(a) for a in np.divmod(np.flatnonzero(positions), w_out))
     (sh, sw), (ph, pw), (dh, dw) = spec.stride, spec.padding, spec.dilation
     rows = (out_rows[:, None] * sh - ph + np.arange(kh)[None, :] * dh).ravel()
@@ -221,26 +229,8 @@ def _conv_field(inc: resources.Incoming, lo: int, hi: int) -> tuple[np.ndarray, 
 def _conv_pairs(spec: ir.ConvSpec, kernel_shape: tuple[int, ...], s_size: int, t_size: int,
                 n_s: int, n_t: int) -> tuple[np.ndarray, np.ndarray]:
     """(src atom, dst atom) pair keys and synapse counts of a conv, one kernel tap at a time (no matrix)."""
-    c_out, cin_g, kh, kw = kernel_shape
-    c_in, height, width = spec.in_shape
-    _, h_out, w_out = spec.out_shape
-    (sh, sw), (ph, pw), (dh, dw) = spec.stride, spec.padding, spec.dilation
-    o = np.arange(c_out).reshape(-1, 1, 1, 1)
-    y = np.arange(h_out).reshape(1, -1, 1, 1)
-    x = np.arange(w_out).reshape(1, 1, -1, 1)
-    c = np.arange(cin_g).reshape(1, 1, 1, -1)
-    full = (c_out, h_out, w_out, cin_g)
-    rows = np.broadcast_to((o * h_out + y) * w_out + x, full)
-    channel = np.broadcast_to((o // (c_out // spec.groups)) * cin_g + c, full)
-    found = []
-    for u in range(kh):
-        for v in range(kw):
-            iy = np.broadcast_to(y * sh - ph + u * dh, full)
-            ix = np.broadcast_to(x * sw - pw + v * dw, full)
-            ok = (iy >= 0) & (iy < height) & (ix >= 0) & (ix < width)
-            cols = (channel[ok] * height + iy[ok]) * width + ix[ok]
-            found.append(_pairs(cols // s_size, rows[ok] // t_size, n_s, n_t))
-    return _accumulate(found)
+    return _accumulate([_pairs(cols // s_size, rows // t_size, n_s, n_t)
+                        for _, _, _, rows, cols in conv.conv_taps(spec, kernel_shape)])
 
 
 def _sparse_pairs(proj: ir.Projection, s_size: int, t_size: int, n_s: int, n_t: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+
 import numpy as np
 import scipy.sparse as sp
 
 from snnc.compiler import ir
 
 
-def conv_matrix(spec: ir.ConvSpec, kernel: np.ndarray) -> sp.csr_matrix:
-    """The convolution as a sparse (prod(out_shape), prod(in_shape)) matrix, C-order indices.
+def conv_taps(spec: ir.ConvSpec, kernel_shape: tuple[int, ...]) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
+    """Every kernel tap (u, v) of a convolution: ``(u, v, ok, rows, cols)``, no values.
 
-    ``kernel`` is (C_out, C_in / groups, kH, kW); PyTorch semantics (zero
-    padding, cross-correlation). One vectorised pass per kernel tap (u, v)
-    over all output neurons and input channels keeps memory near the result's.
+    ``ok`` masks the (C_out, H_out, W_out, C_in / groups) grid where the tap
+    reads inside the input (PyTorch zero padding); ``rows`` and ``cols`` are
+    the C-order output and input indices of those synapses.
     """
-    c_out, cin_g, kh, kw = kernel.shape
+    c_out, cin_g, kh, kw = kernel_shape
     c_in, height, width = spec.in_shape
     _, h_out, w_out = spec.out_shape
     (sh, sw), (ph, pw), (dh, dw) = spec.stride, spec.padding, spec.dilation
@@ -26,17 +29,31 @@ def conv_matrix(spec: ir.ConvSpec, kernel: np.ndarray) -> sp.csr_matrix:
     full = (c_out, h_out, w_out, cin_g)
     rows_all = np.broadcast_to((o * h_out + y) * w_out + x, full)
     channel = np.broadcast_to((o // (c_out // spec.groups)) * cin_g + c, full)
-    rows, cols, vals = [], [], []
     for u in range(kh):
         for v in range(kw):
             iy = np.broadcast_to(y * sh - ph + u * dh, full)
             ix = np.broadcast_to(x * sw - pw + v * dw, full)
-            tap = np.broadcast_to(kernel[:, :, u, v].reshape(c_out, 1, 1, cin_g), full)
-            valid = (iy >= 0) & (iy < height) & (ix >= 0) & (ix < width) & (tap != 0)
-            rows.append(rows_all[valid])
-            cols.append((channel[valid] * height + iy[valid]) * width + ix[valid])
-            vals.append(tap[valid].astype(np.float64))
-    shape = (c_out * h_out * w_out, c_in * height * width)
+            ok = (iy >= 0) & (iy < height) & (ix >= 0) & (ix < width)
+            yield u, v, ok, rows_all[ok], (channel[ok] * height + iy[ok]) * width + ix[ok]
+
+
+def conv_matrix(spec: ir.ConvSpec, kernel: np.ndarray) -> sp.csr_matrix:
+    """The convolution as a sparse (prod(out_shape), prod(in_shape)) matrix, C-order indices.
+
+    ``kernel`` is (C_out, C_in / groups, kH, kW); PyTorch semantics (zero
+    padding, cross-correlation). One vectorised pass per kernel tap (u, v)
+    over all output neurons and input channels keeps memory near the result's.
+    """
+    c_out, cin_g = kernel.shape[:2]
+    full = (c_out, *spec.out_shape[1:], cin_g)
+    rows, cols, vals = [], [], []
+    for u, v, ok, tap_rows, tap_cols in conv_taps(spec, kernel.shape):
+        tap = np.broadcast_to(kernel[:, :, u, v].reshape(c_out, 1, 1, cin_g), full)[ok]
+        nonzero = tap != 0
+        rows.append(tap_rows[nonzero])
+        cols.append(tap_cols[nonzero])
+        vals.append(tap[nonzero].astype(np.float64))
+    shape = (math.prod(spec.out_shape), math.prod(spec.in_shape))
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
 
 

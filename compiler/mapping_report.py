@@ -78,7 +78,7 @@ def summarize(atoms: atomsmod.Atoms, core: np.ndarray, hw: hwmod.HardwareConfig)
         "max_link_spikes_per_step": round(float(load.max(initial=0.0)), 4),
         "link_spikes_per_step_limit": limit,
         "links_over_limit": int((load > limit).sum()) if limit is not None else 0,
-        "rates": "measured" if atoms.rates_measured else "estimated",
+        "rates": atoms.rates_source,
     }
     return report
 

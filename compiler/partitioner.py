@@ -53,17 +53,19 @@ class _Shared:
     """What each core pays for the shared keys of its atoms: per (core, key) the atoms' summed amount, capped."""
 
     def __init__(self, atoms: atomsmod.Atoms, core: np.ndarray | None = None) -> None:
-        self.entries: list[list[tuple[int, int, int, int]]] = [[] for _ in range(atoms.count)]
-        dims, caps = atoms.key_dim.tolist(), atoms.key_cap.tolist()
-        for atom, key, amount in zip(atoms.shared_atom.tolist(), atoms.shared_key.tolist(),
-                                     atoms.shared_amount.tolist()):
-            self.entries[atom].append((key, amount, dims[key], caps[key]))
+        order = np.argsort(atoms.shared_atom, kind="stable")
+        key = atoms.shared_key[order]
+        flat = list(zip(key.tolist(), atoms.shared_amount[order].tolist(), atoms.key_dim[key].tolist(),
+                        atoms.key_cap[key].tolist()))
+        bounds = [0, *np.cumsum(np.bincount(atoms.shared_atom, minlength=atoms.count)).tolist()]
+        self.entries: list[list[tuple[int, int, int, int]]] = [flat[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
         self.load: dict[tuple[int, int], int] = {}
         if core is not None:
-            for atom, entries in enumerate(self.entries):
-                c = int(core[atom])
-                for key, amount, _, _ in entries:
-                    self.load[(c, key)] = self.load.get((c, key), 0) + amount
+            n_keys = max(1, len(atoms.key_cap))
+            pairs, inverse = np.unique(core[atoms.shared_atom] * n_keys + atoms.shared_key, return_inverse=True)
+            total = np.bincount(inverse, weights=atoms.shared_amount, minlength=pairs.size).astype(np.int64)
+            where, which = np.divmod(pairs, n_keys)
+            self.load = dict(zip(zip(where.tolist(), which.tolist()), total.tolist()))
 
     def cost_to_add(self, atom: int, core: int) -> list[int]:
         """Extra [neurons, bits, axons] core ``core`` pays for shared keys if ``atom`` joins it."""
@@ -168,14 +170,10 @@ def _refine(atoms: atomsmod.Atoms, core: np.ndarray, adjacency: sp.csr_matrix, p
 
 
 def _too_big(atoms: atomsmod.Atoms, atom: int, need: np.ndarray, hw: hwmod.HardwareConfig) -> resources.ResourceError:
-    rule = int(np.argmax(need / atoms.limits))
-    names = ("core.max_neurons", "core.synapse_memory_bytes", "core.max_axons", "core.max_fan_out")
-    required, available = int(need[rule]), int(atoms.limits[rule])
-    if rule == 1:
-        required, available = -(-required // 8), available // 8
+    rule, required, available = atomsmod.binding_limit(need, atoms.limits)
     pop = atoms.pops[atoms.pop_index[atom]]
     return resources.ResourceError(resources.Finding(
-        "error", names[rule], pop, required, available,
+        "error", rule, pop, required, available,
         f"neurons {atoms.start[atom]}..{atoms.start[atom] + atoms.size[atom] - 1} of '{pop}' alone exceed a core; "
         "make the layers they send to smaller", hw.source))
 
@@ -250,11 +248,11 @@ def partition(atoms: atomsmod.Atoms, hw: hwmod.HardwareConfig, placer: str = "me
     if hw.chip.cores * hw.chip.chips == 1:
         alone = np.zeros(atoms.count, dtype=np.int64)
         return alone, {"placer": "greedy", "greedy_cores": 1, "greedy_inter_core_spikes_per_step": 0.0,
-                       "rates": "measured" if atoms.rates_measured else "estimated", "cores": 1}
+                       "rates": atoms.rates_source, "cores": 1}
     adjacency = _adjacency(atoms)
     packed = _greedy(atoms)
     cores = int(packed.max(initial=-1)) + 1
-    summary: dict = {"placer": "greedy", "greedy_cores": cores, "rates": "measured" if atoms.rates_measured else "estimated"}
+    summary: dict = {"placer": "greedy", "greedy_cores": cores, "rates": atoms.rates_source}
     try:
         greedy = _repair(atoms, packed, adjacency, hw)
     except resources.ResourceError:

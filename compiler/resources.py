@@ -245,6 +245,20 @@ def sparse_axons(inc: Incoming, bounds: np.ndarray) -> np.ndarray:
     return np.bincount(keys // inc.src_size, minlength=k)
 
 
+def slice_positions(start: int, stop: int, plane: int) -> np.ndarray:
+    """Positions (a bool mask over one channel plane) that C-order neurons [start, stop) cover in any channel."""
+    first, last = start // plane, (stop - 1) // plane
+    positions = np.zeros(plane, dtype=bool)
+    if last == first:
+        positions[start - first * plane:stop - first * plane] = True
+    elif last == first + 1:
+        positions[start - first * plane:] = True
+        positions[:stop - last * plane] = True
+    else:
+        positions[:] = True
+    return positions
+
+
 def conv_slice(inc: Incoming, start: int, stop: int) -> tuple[int, int]:
     """(kernel bits, input axons) of output neurons [start, stop) of a conv: its channels' kernels, its receptive field.
 
@@ -262,15 +276,7 @@ def conv_slice(inc: Incoming, start: int, stop: int) -> tuple[int, int]:
     kernel_bits = (last - first + 1) * cin_g * kh * kw * inc.bits
     per_group = c_out // spec.groups
     groups = (last // per_group) - (first // per_group) + 1
-    positions = np.zeros(plane, dtype=bool)
-    start_at, stop_at = start - first * plane, stop - last * plane
-    if last == first:
-        positions[start_at:stop_at] = True
-    elif last == first + 1:
-        positions[start_at:] = True
-        positions[:stop_at] = True
-    else:
-        positions[:] = True
+    positions = slice_positions(start, stop, plane)
     ys, xs = np.divmod(np.flatnonzero(positions), w_out)
     field_mask = np.zeros((h_in, w_in), dtype=bool)
     (sh, sw), (ph, pw), (dh, dw) = spec.stride, spec.padding, spec.dilation

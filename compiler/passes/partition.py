@@ -20,21 +20,19 @@ from snnc.compiler import ir, partitioner, resources
 
 def _check_total(atoms: atomsmod.Atoms, core: np.ndarray, hw: hwmod.HardwareConfig) -> None:
     used, total = int(core.max(initial=-1)) + 1, hw.chip.cores * hw.chip.chips
-    if used <= total and (total > 1 or np.all(atomsmod.usage(atoms, core)[0] <= atoms.limits)):
-        return
     per_pop = np.bincount(atoms.pop_index, weights=atoms.size, minlength=len(atoms.pops))
-    largest = atoms.pops[int(np.argmax(per_pop))]
-    if total == 1:
-        need = atomsmod.usage(atoms, np.zeros(atoms.count, dtype=np.int64))[0]
-        rule = int(np.argmax(need / atoms.limits))
-        names = ("core.max_neurons", "core.synapse_memory_bytes", "core.max_axons", "core.max_fan_out")
-        required, available = int(need[rule]), int(atoms.limits[rule])
-        if rule == 1:
-            required, available = -(-required // 8), available // 8
+    largest = atoms.pops[int(np.argmax(per_pop))] if atoms.pops else ""
+    if total == 1:  # every atom is on the one core: whichever total exceeds a limit is the error
+        need = atomsmod.usage(atoms, core, n_cores=1)[0]
+        if np.all(need <= atoms.limits):
+            return
+        rule, required, available = atomsmod.binding_limit(need, atoms.limits)
         raise resources.ResourceError(resources.Finding(
-            "error", names[rule], largest, required, available,
+            "error", rule, largest, required, available,
             f"{hw.name} has a single core; shrink the network (its largest layer is '{largest}') or reduce weight "
             "bits", hw.source))
+    if used <= total:
+        return
     chips = -(-used // hw.chip.cores)
     raise resources.ResourceError(resources.Finding(
         "error", "chip.cores", largest, used, total,
