@@ -190,43 +190,6 @@ def unsupported(graph: ir.Graph, hw: Any) -> list[str]:
 # --------------------------------------------------------------------------- flattening
 
 
-def _conv_synapses(spec: ir.ConvSpec, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(src, dst, weight) of every in-range synapse of a conv projection, by index arithmetic.
-
-    ``kernel`` is (C_out, C_in/groups, kH, kW) effective weights; indices are
-    C-order positions in ``spec.in_shape`` / ``spec.out_shape``. Zero kernel
-    entries are dropped. Loops only over the kH*kW kernel offsets.
-    """
-    c_in, h_in, w_in = spec.in_shape
-    c_out, h_out, w_out = spec.out_shape
-    cin_g = c_in // spec.groups
-    cout_g = c_out // spec.groups
-    out_ch = np.arange(c_out, dtype=np.int64)
-    in_ch = (out_ch // cout_g)[:, None] * cin_g + np.arange(cin_g, dtype=np.int64)[None, :]  # (C_out, Cin_g)
-    srcs, dsts, weights = [], [], []
-    for ky in range(kernel.shape[2]):
-        iy = np.arange(h_out, dtype=np.int64) * spec.stride[0] - spec.padding[0] + ky * spec.dilation[0]
-        y_ok = (iy >= 0) & (iy < h_in)
-        for kx in range(kernel.shape[3]):
-            ix = np.arange(w_out, dtype=np.int64) * spec.stride[1] - spec.padding[1] + kx * spec.dilation[1]
-            x_ok = (ix >= 0) & (ix < w_in)
-            if not (y_ok.any() and x_ok.any()):
-                continue
-            pos_out = (np.flatnonzero(y_ok)[:, None] * w_out + np.flatnonzero(x_ok)[None, :]).ravel()
-            pos_in = (iy[y_ok][:, None] * w_in + ix[x_ok][None, :]).ravel()
-            w = kernel[:, :, ky, kx]  # (C_out, Cin_g)
-            co, ci = np.nonzero(w)
-            src = in_ch[co, ci][:, None] * (h_in * w_in) + pos_in[None, :]
-            dst = co[:, None] * (h_out * w_out) + pos_out[None, :]
-            srcs.append(src.ravel())
-            dsts.append(dst.ravel())
-            weights.append(np.repeat(w[co, ci], pos_in.size))
-    if not srcs:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    return np.concatenate(srcs), np.concatenate(dsts), np.concatenate(weights)
-
-
 @dataclass(frozen=True)
 class _Program:
     """A quantized graph flattened for ``cpu_kernels.run_batch`` (array meanings in that module).
@@ -330,7 +293,7 @@ def _flatten(graph: ir.Graph) -> _Program:
                      else np.asarray(proj.delay, dtype=np.int64)[keep])
         else:
             assert proj.conv is not None
-            src, dst, w = _conv_synapses(proj.conv, weight)
+            src, dst, w = base.conv_synapses(proj.conv, weight)
             delay = np.zeros(w.size, dtype=np.int64)
         fan_src.append(src + src0)
         fan_dst.append(dst + dst0)
