@@ -9,4 +9,9 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" -e ".[dev,torch]"
 # norse 1.1.0 declares torchvision and an unpinned torch; --no-deps keeps torch 2.13.0 (research/nir.md §5)
 "${PIP[@]}" --no-deps "norse==1.1.0"
+# Lava (research/lava_loihi.md §0, §6): lava-nc 0.10.0 and lava-dl 0.6.0 declare Python < 3.11 and pin old torch,
+# so they go in without their metadata's dependencies; the ones Lava's simulation and lava-dl's netx need are
+# pinned here. Lava's one Python 3.11 incompatibility is fixed at import time by backends/lava/run_lava.py.
+"${PIP[@]}" --no-deps --ignore-requires-python "lava-nc==0.10.0" "lava-dl==0.6.0"
+"${PIP[@]}" "asteval>=0.9.31,<0.10" "networkx<=2.8.7" "matplotlib>=3.5.2,<3.10" "pillow>=10.0.1,<11"
 echo "setup: snnc $(.venv/bin/snnc --version | cut -d' ' -f2) installed in .venv"

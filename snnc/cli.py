@@ -91,6 +91,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from snnc.runtime import execute, verify
+
+    stimulus = None
+    if args.stimuli is not None and not args.stimuli.isdigit():
+        stimulus = execute.read_stimulus(args.stimuli)
+    elif args.stimuli is not None or args.steps is not None:
+        graph = execute.load(args.artifact).graph
+        stimulus = verify.random_stimulus(graph, samples=int(args.stimuli or verify.DEFAULT_SAMPLES),
+                                          steps=args.steps or verify.DEFAULT_STEPS, seed=args.seed)
+    comparison = verify.verify_artifact(args.artifact, against=args.against, stimulus=stimulus, steps=args.steps)
+    print(verify.format_comparison(comparison, str(args.artifact), args.against))
+    return 0 if comparison.equal else EXIT_ERROR
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="snnc", description="Compile trained SNNs for neuromorphic targets.")
     parser.add_argument("--version", action="version", version=f"snnc {__version__}")
@@ -146,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="number of steps (default: the stimulus length)")
     p.add_argument("--record-state", action="store_true", help="also record u and v of every population")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("verify", help="prove a compiled artifact spikes exactly like a reference target")
+    p.add_argument("artifact", help="artifact directory from `snnc compile`")
+    p.add_argument("--against", default="cpu", help="reference target (default cpu, the golden reference)")
+    p.add_argument("--stimuli", metavar="N|FILE",
+                   help="number of random stimuli (default 4) or a stimulus .npz")
+    p.add_argument("--steps", type=int, help="steps per stimulus (default: the file's length, or 50 for random)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random stimuli (default 0)")
+    p.set_defaults(func=_cmd_verify)
     return parser
 
 

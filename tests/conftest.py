@@ -21,6 +21,11 @@ def nir_paper_dir() -> Path:
     return NIR_PAPER
 
 
+def pytest_addoption(parser):
+    parser.addoption("--lava-networks", type=int, default=40,
+                     help="random networks in the Lava-vs-CPU equivalence suite (default 40; the full suite is 200)")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under CI (env CI set) a skip is a failure: CI installs every toolchain and has ../shared beside the clone.

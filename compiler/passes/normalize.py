@@ -61,8 +61,9 @@ def _to_sparse(proj: ir.Projection) -> ir.Projection:
     """The same synapses as a sparse projection (row-major order of the non-zeros)."""
     rows, cols = np.nonzero(proj.weight)
     delay = None if proj.delay is None else proj.delay[rows, cols]
+    quant = None if proj.quant is None else ir.replace(proj.quant, weight=np.asarray(proj.quant.weight)[rows, cols])
     return ir.replace(proj, kind="sparse", weight=proj.weight[rows, cols], rows=rows.astype(np.int64),
-                      cols=cols.astype(np.int64), delay=delay)
+                      cols=cols.astype(np.int64), delay=delay, quant=quant)
 
 
 def _normalize_projection(proj: ir.Projection) -> ir.Projection | None:

@@ -474,6 +474,47 @@ def _overrides(graph: ir.Graph, hw: HardwareConfig) -> tuple[dict[str, int], dic
     return bits, per_channel
 
 
+def _range_error(where: str, name: str, values: np.ndarray, lo: int, hi: int, hw: HardwareConfig, field: str) -> None:
+    values = np.asarray(values, dtype=np.int64)
+    if values.size and (values.min() < lo or values.max() > hi):
+        bad = int(values.min()) if values.min() < lo else int(values.max())
+        raise QuantizeError(f"{where}: {name} {bad} is outside {hw.name}'s range {lo}..{hi} "
+                            f"({hw.source}: numerics.{field})")
+
+
+def _check_prequantized(graph: ir.Graph, hw: HardwareConfig) -> ir.Graph:
+    """A graph that arrived quantized (e.g. a lava-dl netx file) is kept as is, if every integer fits ``hw``."""
+    num = hw.numerics
+    for pop in graph.populations:
+        q = pop.quant
+        if q is None:
+            continue
+        where = f"population '{pop.name}'"
+        if q.state_bits > num.state_bits:
+            raise QuantizeError(f"{where}: state_bits {q.state_bits} is outside {hw.name}'s range 8..{num.state_bits} "
+                                f"({hw.source}: numerics.state_bits)")
+        if q.spiking:
+            _range_error(where, "vth", q.vth, 0, (1 << num.threshold_bits) - 1, hw, "threshold_bits")
+        top = (1 << (num.bias_mant_bits - 1)) - 1
+        _range_error(where, "bias_mant", q.bias_mant, -top, top, hw, "bias_mant_bits")
+        _range_error(where, "bias_exp", q.bias_exp, 0, num.bias_exp_max, hw, "bias_exp_max")
+    for proj in graph.projections:
+        assert proj.quant is not None
+        where = f"projection '{proj.name}'"
+        w = np.asarray(proj.quant.weight, dtype=np.int64)
+        if w.size and w.min() < 0 < w.max():
+            top = (1 << (num.weight_bits - 1)) - 1
+            _range_error(where, "weight mantissa", w, -top - 1, top, hw, "weight_bits")
+        else:  # one sign: the sign bit holds magnitude (Lava's excitatory/inhibitory sign modes)
+            top = (1 << num.weight_bits) - 1
+            _range_error(where, "single-sign weight mantissa", w, -top, top, hw, "weight_bits")
+        _range_error(where, "weight_exp", np.array([proj.quant.weight_exp]), max(0, num.weight_exp_min),
+                     num.weight_exp_max, hw, "weight_exp_max")
+    meta = {**graph.meta, "quantization": {"target": hw.name, "weight_bits": num.weight_bits, "prequantized": True,
+                                           "scales": {}}}
+    return ir.check(ir.replace(graph, meta=meta), "quantized")
+
+
 def run(graph: ir.Graph, hw: HardwareConfig) -> ir.Graph:
     """Return ``graph`` with integer parameters for target ``hw`` on every population and projection.
 
@@ -481,7 +522,12 @@ def run(graph: ir.Graph, hw: HardwareConfig) -> ir.Graph:
     Honours ``meta["quant_overrides"]`` (see the module docstring).
     Raises QuantizeError for parameters the integer model cannot express;
     warns (QuantizeWarning) where it will deviate from the float model.
+    A graph that is already quantized (every population and projection has
+    integer parameters, as a lava-dl netx import does) is kept unchanged
+    once each integer is checked against ``hw``'s numerics.
     """
+    if graph.is_quantized:
+        return _check_prequantized(graph, hw)
     try:
         bits, per_channel = _overrides(graph, hw)
     except quant_options.QuantOptionsError as exc:
