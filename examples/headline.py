@@ -28,9 +28,10 @@ from sklearn.model_selection import train_test_split
 
 import snnc
 from snnc import targets
+from snnc.compiler import hw as hwmod
 from snnc.compiler import ir
 from snnc.compiler.frontends.load import load_model
-from snnc.runtime import float_reference
+from snnc.runtime import float_reference, verify
 from snnc.runtime.encode import rate_code
 from snnc.runtime.raster import Raster
 
@@ -44,7 +45,7 @@ class Bundled:
 
     name: str
     origin: str
-    load: Callable[[], tuple[ir.Graph, dict[str, np.ndarray], np.ndarray]]
+    load: Callable[[str | None], tuple[ir.Graph, dict[str, np.ndarray], np.ndarray]]  # argument: reset override
     readout: str  # "spikes": most output spikes; "v": largest output v at the last step
 
 
@@ -53,16 +54,16 @@ def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return train_test_split(digits.images / 16.0, digits.target, test_size=0.3, random_state=0, stratify=digits.target)
 
 
-def from_npz(model: str, stimuli: str) -> Callable[[], tuple[ir.Graph, dict[str, np.ndarray], np.ndarray]]:
-    def load() -> tuple[ir.Graph, dict[str, np.ndarray], np.ndarray]:
+def from_npz(model: str, stimuli: str) -> Callable[[str | None], tuple[ir.Graph, dict[str, np.ndarray], np.ndarray]]:
+    def load(reset: str | None = None) -> tuple[ir.Graph, dict[str, np.ndarray], np.ndarray]:
         with np.load(HERE / stimuli) as data:
-            return load_model(HERE / model), {"input": data["input"]}, data["labels"]
+            return load_model(HERE / model, reset=reset), {"input": data["input"]}, data["labels"]
     return load
 
 
-def onnx_cnn() -> tuple[ir.Graph, dict[str, np.ndarray], np.ndarray]:
+def onnx_cnn(reset: str | None = None) -> tuple[ir.Graph, dict[str, np.ndarray], np.ndarray]:
     x_train, x_test, _, y_test = digits_split()
-    graph = load_model(HERE / "digits_cnn.onnx", calibration=x_train[:, None].astype(np.float32))
+    graph = load_model(HERE / "digits_cnn.onnx", calibration=x_train[:, None].astype(np.float32), reset=reset)
     stimulus = {"input": rate_code(x_test[:, None] / graph.meta["input_scale"], ONNX_STEPS)}
     return graph, stimulus, y_test
 
@@ -110,31 +111,38 @@ def main() -> int:
     runs = 0
     worst_drop = 0.0
     for model in BUNDLED:
-        graph, stimulus, labels = model.load()
-        stimulus = {k: v[: args.samples] for k, v in stimulus.items()}
-        labels = labels[: args.samples]
-        output = graph.outputs[0]
-        float_acc = float((predictions(float_reference.simulate(graph, stimulus), output, model.readout) == labels).mean())
-        integer_stimulus = padded(stimulus, float_reference.latency(graph)[output])
-        reference = None
+        loaded = {None: model.load(None)}
         for target in usable:
+            reset_modes = hwmod.bundled_hw(target.hw).neurons.reset_modes
+            spiking = [p for p in loaded[None][0].populations if p.model in ir.SPIKING_MODELS]
+            reset = None if all(p.reset in reset_modes for p in spiking) else "zero"
+            if reset not in loaded:  # the target cannot reset this way: the same network with reset to zero
+                loaded[reset] = model.load(reset)
+            graph, stimulus, labels = loaded[reset]
+            stimulus = {k: v[: args.samples] for k, v in stimulus.items()}
+            labels = labels[: args.samples]
+            output = graph.outputs[0]
+            float_acc = float((predictions(float_reference.simulate(graph, stimulus), output, model.readout)
+                               == labels).mean())
+            integer_stimulus = padded(stimulus, float_reference.latency(graph)[output])
             start = time.perf_counter()
-            artifact = snnc.compile(graph, target=target.name, out_dir=Path(args.out_dir) / model.name / target.name)
+            out = Path(args.out_dir) / model.name / target.name
+            artifact = snnc.compile(graph, target=target.name, out_dir=out)
             compiled = time.perf_counter() - start
             start = time.perf_counter()
             result = artifact.run(integer_stimulus)
             ran = time.perf_counter() - start
+            # the reference: the CPU backend on the very graph this target was compiled from
+            reference = verify.reference_artifact(artifact.graph, "cpu", out.with_name(f"{target.name}-cpu-reference"))
+            expected = reference.run(integer_stimulus)
             acc = float((predictions(result, output, model.readout) == labels).mean())
             worst_drop = max(worst_drop, float_acc - acc)
             runs += 1
-            if reference is None:
-                reference, verdict = result, "reference"
-            else:
-                diff = sum(int((result[p].spikes != reference[p].spikes).sum()) for p in reference)
-                mismatched += diff
-                verdict = "spike-equivalent" if diff == 0 else f"MISMATCH: {diff} spikes differ"
-            rows.append((model.name, model.origin, target.name, f"{float_acc:.1%}", f"{acc:.1%}",
-                         f"{compiled:.2f} s", f"{ran:.2f} s", verdict))
+            diff = sum(int((result[p].spikes != expected[p].spikes).sum()) for p in expected)
+            mismatched += diff
+            verdict = "spike-equivalent" if diff == 0 else f"MISMATCH: {diff} spikes differ"
+            rows.append((model.name, model.origin + (" (reset zero)" if reset else ""), target.name,
+                         f"{float_acc:.1%}", f"{acc:.1%}", f"{compiled:.2f} s", f"{ran:.2f} s", verdict))
     table(rows, ("model", "from", "target", "float acc", "quantized acc", "compile", "run", "vs cpu"))
     print()
     if mismatched:

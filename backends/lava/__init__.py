@@ -49,7 +49,7 @@ Lava process graph compiled by snnc {version} (graph {graph_hash}).
 
 Run in Lava's bit-accurate simulation (Loihi2SimCfg, select_tag="fixed_pt"):
   python run_lava.py . --stimulus stimulus.npz --output result.npz
-On Loihi 2 hardware (needs Intel's lava-loihi extension):
+On Loihi 2 hardware (Loihi2HwCfg; needs Intel's lava-loihi extension):
   python run_lava.py . --stimulus stimulus.npz --output result.npz --loihi2-hw
 
 The stimulus holds one 0/1 array per input population ({inputs}), shaped (T, N) or (B, T, N).
@@ -94,6 +94,8 @@ class LavaArtifact:
     manifest: Mapping[str, Any]
     graph: ir.Graph
     timeout: float | None = None
+    last_lava_seconds: float | None = None
+    """Seconds the latest :meth:`run` spent inside Lava's ``run()`` (compile, start-up, steps), over all samples."""
 
     def run(self, stimulus: Mapping[str, np.ndarray], steps: int | None = None,
             record_state: bool = False) -> dict[str, Raster]:
@@ -111,6 +113,7 @@ class LavaArtifact:
             _run_subprocess(command, timeout)
             with np.load(out_path, allow_pickle=False) as npz:
                 result = {key: npz[key] for key in npz.files}
+        self.last_lava_seconds = float(np.sum(result.get("time/run_s", 0.0)))
         return _rasters(self.graph, result, arrays, record_state, batched)
 
 

@@ -24,7 +24,8 @@ to the CPU reference (``docs/semantics.md``, "Mapping onto Lava"):
   is 0 (Lava's fixed-point ``Conv`` ignores ``weight_exp``), both populations
   are one segment, and the geometry fits Lava's int8 fields; its populations
   then live in Lava's (W, H, C) layout, flattened through port transposes
-  where they meet dense connections. Otherwise it is lowered as sparse.
+  where they meet dense connections. Otherwise its synapses are enumerated
+  and lowered like any other (Dense when small, Sparse when large).
 - **Placement.** Recorded per population (the cores its neurons use); open
   Lava has no way to pin a process to a core, so the Loihi compiler
   (lava-loihi) places processes itself.

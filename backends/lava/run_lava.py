@@ -39,6 +39,7 @@ import importlib.util
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,8 +139,8 @@ def _from_lava_layout(data: np.ndarray, segment: dict) -> np.ndarray:
 
 
 def _build(description: dict, arrays: dict[str, np.ndarray], stimulus: dict[str, np.ndarray], steps: int,
-           record_state: bool):
-    """Create every process for one sample; returns (processes by segment id, probes)."""
+           record_state: bool, probe_steps: int):
+    """Create every process, fed the first sample; returns (processes by segment id, probes, state Vars)."""
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import DelayDense, Dense
     from lava.proc.io.source import RingBuffer
@@ -151,11 +152,12 @@ def _build(description: dict, arrays: dict[str, np.ndarray], stimulus: dict[str,
     procs = {}
     segments = {}
     probes = []
+    state = []  # (segment id, Var) of every state a new sample must start from zero: u, v and synaptic buffers
     for pop in description["populations"]:
         for seg in pop["segments"]:
             segments[seg["id"]] = seg
             if pop["kind"] == "input":
-                data = stimulus[pop["name"]][:steps].T.astype(np.int32)  # (N, T)
+                data = stimulus[pop["name"]][0, :steps].T.astype(np.int32)  # (N, T) of sample 0
                 procs[seg["id"]] = RingBuffer(data=_to_lava_layout(data, seg))
                 continue
             bias_mant = _to_lava_layout(arrays[seg["bias_mant"]], seg)
@@ -163,6 +165,7 @@ def _build(description: dict, arrays: dict[str, np.ndarray], stimulus: dict[str,
             lif = LIF(shape=tuple(seg["lava_shape"]), du=seg["du"], dv=seg["dv"], vth=seg["vth"],
                       bias_mant=bias_mant, bias_exp=bias_exp, name=seg["id"])
             procs[seg["id"]] = lif
+            state += [(seg["id"], lif.u), (seg["id"], lif.v)]
             wanted = ["s_out"]
             if record_state:
                 wanted += ["u", "v"]
@@ -171,7 +174,7 @@ def _build(description: dict, arrays: dict[str, np.ndarray], stimulus: dict[str,
             for var in wanted:
                 monitor = Monitor()
                 target = lif.s_out if var == "s_out" else getattr(lif, var)
-                monitor.probe(target=target, num_steps=steps)
+                monitor.probe(target=target, num_steps=probe_steps)
                 probes.append((pop["name"], seg, var, monitor, target))
     for conn in description["connections"]:
         src, dst = segments[conn["src"]], segments[conn["dst"]]
@@ -183,6 +186,7 @@ def _build(description: dict, arrays: dict[str, np.ndarray], stimulus: dict[str,
                         dilation=tuple(conn["dilation"]), groups=conn["groups"], **common)
             procs[conn["src"]].s_out.connect(proc.s_in)
             proc.a_out.connect(procs[conn["dst"]].a_in)
+            state.append((conn["dst"], proc.a_buf))
             continue
         params = {"weight_exp": conn["weight_exp"], "num_weight_bits": conn["num_weight_bits"], **common}
         if kind in ("dense", "delay_dense"):
@@ -203,7 +207,8 @@ def _build(description: dict, arrays: dict[str, np.ndarray], stimulus: dict[str,
                 proc = DelaySparse(weights=weights, delays=delays, max_delay=conn["max_delay"], **params)
         _flat_view(procs[conn["src"]].s_out, src).connect(proc.s_in)
         _shaped_for(proc.a_out, dst).connect(procs[conn["dst"]].a_in)
-    return procs, probes
+        state.append((conn["dst"], proc.a_buff))
+    return procs, probes, state
 
 
 def _components(description: dict) -> list[list[str]]:
@@ -237,66 +242,84 @@ def _run_config(hardware: bool):
     return Loihi2SimCfg(select_tag="fixed_pt")
 
 
-def run_sample(description: dict, arrays: dict[str, np.ndarray], stimulus: dict[str, np.ndarray], steps: int,
-               record_state: bool, hardware: bool = False) -> dict[str, dict[str, np.ndarray]]:
-    """Run one sample; {population: {"spikes"/"u"/"v": (T, N)}} in snnc's neuron order."""
+def run_samples(description: dict, arrays: dict[str, np.ndarray], stimulus: dict[str, np.ndarray], steps: int,
+                record_state: bool, hardware: bool = False) -> dict[str, np.ndarray]:
+    """Run every sample of ``stimulus`` ({input: (B, T, N)}) through one process graph.
+
+    The graph is built and compiled once; before each later sample, u, v and
+    every synaptic buffer are set back to 0 and the RingBuffers get the
+    sample's spikes, so each sample starts from the same state as a fresh
+    graph. Returns {"spikes/<pop>"/"u/<pop>"/"v/<pop>": (B, T, N)} in snnc's
+    neuron order, plus "time/run_s" (seconds inside Lava's ``run()``).
+    """
     from lava.magma.core.run_conditions import RunSteps
 
-    procs, probes = _build(description, arrays, stimulus, steps, record_state)
-    results: dict[str, dict[str, np.ndarray]] = {}
+    batch = next(iter(stimulus.values())).shape[0] if stimulus else 1
+    procs, probes, state = _build(description, arrays, stimulus, steps, record_state, probe_steps=batch * steps)
+    sizes = {pop["name"]: pop["size"] for pop in description["populations"]}
+    out: dict[str, np.ndarray] = {}
     for pop in description["populations"]:
-        size = pop["size"]
         if pop["kind"] == "input":
-            results[pop["name"]] = {"spikes": stimulus[pop["name"]][:steps].astype(bool)}
+            out[f"spikes/{pop['name']}"] = stimulus[pop["name"]][:, :steps].astype(bool)
         else:
-            results[pop["name"]] = {"spikes": np.zeros((steps, size), dtype=bool)}
+            out[f"spikes/{pop['name']}"] = np.zeros((batch, steps, pop["size"]), dtype=bool)
+    run_s = 0.0
     data: dict[int, np.ndarray] = {}
+    inputs = {seg["id"]: pop["name"] for pop in description["populations"] if pop["kind"] == "input"
+              for seg in pop["segments"]}
+    probed = {p[1]["id"] for p in probes}
     for component in _components(description):
-        lif_ids = [seg_id for seg_id in component if seg_id in {p[1]["id"] for p in probes}]
-        anchor = procs[lif_ids[0]] if lif_ids else None
-        if anchor is None:  # inputs that feed nothing: nothing to simulate
+        members = set(component)
+        lif_ids = [seg_id for seg_id in component if seg_id in probed]
+        if not lif_ids:  # inputs that feed nothing: nothing to simulate
             continue
-        anchor.run(condition=RunSteps(num_steps=steps), run_cfg=_run_config(hardware))
+        anchor = procs[lif_ids[0]]
         try:
+            for b in range(batch):
+                if b:
+                    for owner, var in state:
+                        if owner in members:
+                            var.set(np.zeros(var.shape, dtype=np.int32))
+                    for seg_id in members & set(inputs):
+                        sample = stimulus[inputs[seg_id]][b, :steps].T.astype(np.int32)
+                        procs[seg_id].data.set(_to_lava_layout(sample, _segment(description, seg_id)))
+                start = time.perf_counter()
+                anchor.run(condition=RunSteps(num_steps=steps), run_cfg=_run_config(hardware))
+                run_s += time.perf_counter() - start
             for index, (_, seg, _, monitor, target) in enumerate(probes):
-                if seg["id"] in component:
+                if seg["id"] in members:
                     data[index] = monitor.get_data()[target.process.name][target.name]
         finally:
             anchor.stop()
     for index, (name, seg, var, _, _) in enumerate(probes):
-        values = _from_lava_layout(data[index], seg)
-        key = "spikes" if var == "s_out" else var
-        out = results[name]
+        values = _from_lava_layout(data[index], seg).reshape(batch, steps, -1)
+        key = f"{'spikes' if var == 's_out' else var}/{name}"
         if key not in out:
-            out[key] = np.zeros((steps, next(p["size"] for p in description["populations"] if p["name"] == name)),
-                                dtype=np.int64)
+            out[key] = np.zeros((batch, steps, sizes[name]), dtype=np.int64)
         index_key = seg.get("index")
         columns = arrays[index_key] if index_key else slice(None)
-        out[key][:, columns] = values != 0 if key == "spikes" else np.rint(values).astype(np.int64)
+        out[key][:, :, columns] = values != 0 if var == "s_out" else np.rint(values).astype(np.int64)
     for pop in description["populations"]:
-        if pop["kind"] != "input" and not pop["spiking"] and results[pop["name"]]["spikes"].any():
-            t, n = np.argwhere(results[pop["name"]]["spikes"])[0]
-            raise RuntimeError(f"population '{pop['name']}' is non-spiking, but its Lava LIF spiked (neuron {n}, "
-                               f"step {t}): v exceeded the largest threshold 131071 << 6")
-    return results
+        spikes = out[f"spikes/{pop['name']}"]
+        if pop["kind"] != "input" and not pop["spiking"] and spikes.any():
+            b, t, n = np.argwhere(spikes)[0]
+            raise RuntimeError(f"population '{pop['name']}' is non-spiking, but its Lava LIF spiked (sample {b}, "
+                               f"neuron {n}, step {t}): v exceeded the largest threshold 131071 << 6")
+    out["time/run_s"] = np.array(run_s)
+    return out
+
+
+def _segment(description: dict, seg_id: str) -> dict:
+    return next(seg for pop in description["populations"] for seg in pop["segments"] if seg["id"] == seg_id)
 
 
 def run(artifact: Path, stimulus: dict[str, np.ndarray], steps: int, record_state: bool,
         hardware: bool = False) -> dict[str, np.ndarray]:
-    """Run every sample of ``stimulus`` (arrays (B, T, N)); the result arrays are (B, T, N)."""
+    """Run every sample of ``stimulus`` (arrays (B, T, N)) from ``artifact``; see :func:`run_samples`."""
     install_compat()
     description, arrays = _load_description(artifact)
-    samples = {name: np.asarray(arr) for name, arr in stimulus.items()}
-    batch = next(iter(samples.values())).shape[0] if samples else 1
-    per_sample = []
-    for b in range(batch):
-        one = {name: arr[b] for name, arr in samples.items()}
-        per_sample.append(run_sample(description, arrays, one, steps, record_state, hardware))
-    out: dict[str, np.ndarray] = {}
-    for name in per_sample[0]:
-        for key in per_sample[0][name]:
-            out[f"{key}/{name}"] = np.stack([result[name][key] for result in per_sample])
-    return out
+    return run_samples(description, arrays, {name: np.asarray(arr) for name, arr in stimulus.items()}, steps,
+                       record_state, hardware)
 
 
 def _read_stimulus(path: Path, description: dict) -> tuple[dict[str, np.ndarray], int]:

@@ -8,7 +8,8 @@ import numpy as np
 
 from snnc.compiler import ir
 
-SUPPORTED = {".nir": "NIR graph", ".onnx": "ONNX ReLU network, converted to IF neurons", ".npz": "snnc graph (ir.save)"}
+SUPPORTED = {".nir": "NIR graph", ".onnx": "ONNX ReLU network, converted to IF neurons", ".npz": "snnc graph (ir.save)",
+             ".net": "lava-dl netx HDF5 network, imported quantized"}
 
 
 class ModelFormatError(ValueError):
@@ -38,6 +39,10 @@ def load_model(path: str | Path, dt: float | None = None, reset: str | None = No
         from snnc.compiler.frontends.nir_import import import_nir
 
         return import_nir(path, dt=dt, reset=reset)
+    if suffix == ".net":
+        from snnc.compiler.frontends.netx_import import import_netx
+
+        return import_netx(path, dt=dt)
     if suffix == ".npz":
         graph = ir.load(path)
         if dt is not None:
