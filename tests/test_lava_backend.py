@@ -13,7 +13,7 @@ import pytest
 
 from snnc import api, cli
 from snnc.backends import cpu, lava
-from snnc.backends.lava import limits, lowering, run_lava
+from snnc.backends.lava import lowering, run_lava
 from snnc.compiler import hw, ir
 from snnc.runtime import execute
 
@@ -213,7 +213,7 @@ def test_artifact_can_be_taken_away_and_run_with_the_standalone_script(tmp_path:
     graph = network([input_pop("in", 6), neuron_pop("a", 5, vth=40, bias_mant=7, bias_exp=3, v_decay=300)],
                     [dense("w", "in", "a", np.random.default_rng(6).integers(-128, 128, (5, 6)),
                            delay=np.random.default_rng(7).integers(0, 4, (5, 6)))])
-    artifact = api.compile(graph, target="loihi2", out_dir=tmp_path / "art")
+    api.compile(graph, target="loihi2", out_dir=tmp_path / "art")
     files = set(json.loads((tmp_path / "art" / "manifest.json").read_text())["files"])
     assert {"network.json", "network.npz", "run_lava.py", "README.txt", "graph.npz"} <= files
     assert "Loihi2HwCfg" in (tmp_path / "art" / "README.txt").read_text()
