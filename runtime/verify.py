@@ -118,12 +118,15 @@ def reference_artifact(graph: ir.Graph, target: str, out_dir: str | Path) -> bas
 
 
 def verify_artifact(path: str | Path, against: str = "cpu", stimulus: Mapping[str, np.ndarray] | None = None,
-                    steps: int | None = None) -> Comparison:
-    """Run artifact ``path`` and ``against`` on ``stimulus`` (default: :func:`random_stimulus`) and compare."""
+                    steps: int | None = None, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> Comparison:
+    """Run artifact ``path`` and ``against`` on ``stimulus`` and compare.
+
+    Without ``stimulus``, :func:`random_stimulus` draws ``samples`` of ``steps`` (default 50) steps from ``seed``.
+    """
     artifact = execute.load(path)
     graph = artifact.graph
     if stimulus is None:
-        stimulus = random_stimulus(graph, steps=steps or DEFAULT_STEPS)
+        stimulus = random_stimulus(graph, samples=samples, steps=steps or DEFAULT_STEPS, seed=seed)
     with tempfile.TemporaryDirectory(prefix="snnc-verify-") as tmp:
         reference = reference_artifact(graph, against, Path(tmp) / against)
         expected = reference.run(stimulus, steps=steps, record_state=True)

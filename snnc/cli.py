@@ -94,14 +94,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from snnc.runtime import execute, verify
 
-    stimulus = None
-    if args.stimuli is not None and not args.stimuli.isdigit():
-        stimulus = execute.read_stimulus(args.stimuli)
-    elif args.stimuli is not None or args.steps is not None:
-        graph = execute.load(args.artifact).graph
-        stimulus = verify.random_stimulus(graph, samples=int(args.stimuli or verify.DEFAULT_SAMPLES),
-                                          steps=args.steps or verify.DEFAULT_STEPS, seed=args.seed)
-    comparison = verify.verify_artifact(args.artifact, against=args.against, stimulus=stimulus, steps=args.steps)
+    from_file = args.stimuli is not None and not args.stimuli.isdigit()
+    stimulus = execute.read_stimulus(args.stimuli) if from_file else None
+    samples = int(args.stimuli) if args.stimuli is not None and not from_file else verify.DEFAULT_SAMPLES
+    comparison = verify.verify_artifact(args.artifact, against=args.against, stimulus=stimulus, steps=args.steps,
+                                        samples=samples, seed=args.seed)
     print(verify.format_comparison(comparison, str(args.artifact), args.against))
     return 0 if comparison.equal else EXIT_ERROR
 

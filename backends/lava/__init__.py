@@ -17,6 +17,7 @@ the CPU reference; it is not verified on Loihi 2 silicon, where Lava issues
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import signal
@@ -163,12 +164,11 @@ def compile(graph: ir.Graph, hw: Any, out_dir: str | Path) -> LavaArtifact:  # n
     if reasons:
         raise ValueError(f"Lava cannot run this graph: {'; '.join(reasons)}")
     description, arrays = lowering.lower(graph)
-    npz = tempfile.SpooledTemporaryFile()
+    npz = io.BytesIO()
     np.savez_compressed(npz, **arrays)
-    npz.seek(0)
     files = {
         "network.json": (json.dumps(description, indent=1) + "\n").encode(),
-        "network.npz": npz.read(),
+        "network.npz": npz.getvalue(),
         RUNNER: (Path(__file__).parent / RUNNER).read_bytes(),
         "README.txt": _README.format(version=__version__, graph_hash=description["graph_hash"][:12],
                                      inputs=", ".join(graph.inputs)).encode(),

@@ -86,7 +86,7 @@ def _lava_conv_ok(proj: ir.Projection, single: dict[str, bool], shapes: dict[str
             and shapes.get(proj.src, want_src) == want_src and shapes.get(proj.dst, want_dst) == want_dst)
 
 
-def _synapses(proj: ir.Projection, src_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _synapses(proj: ir.Projection) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(src, dst, mantissa, delay) of every non-zero synapse, population-flat indices."""
     assert proj.quant is not None
     weight = np.asarray(proj.quant.weight, dtype=np.int64)
@@ -137,6 +137,7 @@ def lower(graph: ir.Graph, dense_limit: int = DENSE_LIMIT) -> tuple[dict[str, An
         else:
             seg_keys[pop.name], seg_of[pop.name] = _segments(pop)
     single = {name: len(keys) == 1 for name, keys in seg_keys.items()}
+    seg_sizes = {name: np.bincount(of) for name, of in seg_of.items()}
     shapes: dict[str, tuple[int, ...]] = {}
     lava_conv: set[str] = set()
     for proj in graph.projections:
@@ -192,7 +193,7 @@ def lower(graph: ir.Graph, dense_limit: int = DENSE_LIMIT) -> tuple[dict[str, An
                                 "dilation": list(reversed(proj.conv.dilation)), "groups": proj.conv.groups})
             continue
         src_pop = graph.population(proj.src)
-        src, dst, w, delay = _synapses(proj, src_pop.size)
+        src, dst, w, delay = _synapses(proj)
         if src.size == 0:
             continue
         src_seg, dst_seg = seg_of[proj.src][src], seg_of[proj.dst][dst]
@@ -204,8 +205,7 @@ def lower(graph: ir.Graph, dense_limit: int = DENSE_LIMIT) -> tuple[dict[str, An
             sel = which == g
             ls, ld = local_index[proj.src][src[sel]], local_index[proj.dst][dst[sel]]
             src_id, dst_id = seg_ids[proj.src][s_seg], seg_ids[proj.dst][d_seg]
-            n_src = int(np.sum(seg_of[proj.src] == s_seg))
-            n_dst = int(np.sum(seg_of[proj.dst] == d_seg))
+            n_src, n_dst = int(seg_sizes[proj.src][s_seg]), int(seg_sizes[proj.dst][d_seg])
             lava_w, bits, lava_exp = weight_format(w[sel], proj.quant.weight_exp)
             d = delay[sel]
             cid = proj.name if len(unique) == 1 else f"{proj.name}#{s_seg}.{d_seg}.{r}"

@@ -265,7 +265,7 @@ def run_samples(description: dict, arrays: dict[str, np.ndarray], stimulus: dict
             out[f"spikes/{pop['name']}"] = np.zeros((batch, steps, pop["size"]), dtype=bool)
     run_s = 0.0
     data: dict[int, np.ndarray] = {}
-    inputs = {seg["id"]: pop["name"] for pop in description["populations"] if pop["kind"] == "input"
+    inputs = {seg["id"]: (pop["name"], seg) for pop in description["populations"] if pop["kind"] == "input"
               for seg in pop["segments"]}
     probed = {p[1]["id"] for p in probes}
     for component in _components(description):
@@ -281,8 +281,9 @@ def run_samples(description: dict, arrays: dict[str, np.ndarray], stimulus: dict
                         if owner in members:
                             var.set(np.zeros(var.shape, dtype=np.int32))
                     for seg_id in members & set(inputs):
-                        sample = stimulus[inputs[seg_id]][b, :steps].T.astype(np.int32)
-                        procs[seg_id].data.set(_to_lava_layout(sample, _segment(description, seg_id)))
+                        name, seg = inputs[seg_id]
+                        sample = stimulus[name][b, :steps].T.astype(np.int32)
+                        procs[seg_id].data.set(_to_lava_layout(sample, seg))
                 start = time.perf_counter()
                 anchor.run(condition=RunSteps(num_steps=steps), run_cfg=_run_config(hardware))
                 run_s += time.perf_counter() - start
@@ -307,10 +308,6 @@ def run_samples(description: dict, arrays: dict[str, np.ndarray], stimulus: dict
                                f"neuron {n}, step {t}): v exceeded the largest threshold 131071 << 6")
     out["time/run_s"] = np.array(run_s)
     return out
-
-
-def _segment(description: dict, seg_id: str) -> dict:
-    return next(seg for pop in description["populations"] for seg in pop["segments"] if seg["id"] == seg_id)
 
 
 def run(artifact: Path, stimulus: dict[str, np.ndarray], steps: int, record_state: bool,

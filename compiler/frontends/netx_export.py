@@ -120,7 +120,8 @@ def _dense_weight(proj: ir.Projection) -> np.ndarray:
     q = proj.quant
     assert q is not None
     effective = q.weight.astype(np.int64) << q.weight_exp
-    if lava_dense_effective(effective) is None or not np.array_equal(lava_dense_effective(effective), effective):
+    applied = lava_dense_effective(effective)
+    if applied is None or not np.array_equal(applied, effective):
         raise NetxExportError(f"projection '{proj.name}': netx's optimize_weight_bits and Lava's Dense would change "
                               f"these weights (effective range [{effective.min()}, {effective.max()}]; "
                               "mixed signs must lie in [-256, 254])")

@@ -107,14 +107,12 @@ def encode_input(graph: ir.Graph, bias: np.ndarray, steps: int) -> np.ndarray:
         raise ValueError(f"bias has {bias.size} entries, the input population has {size}")
     bias_term = np.trunc(bias).astype(np.int64).ravel() << int(params["bias_exp"])
     limit = (1 << (STATE_BITS - 1)) - 1
-    u = np.zeros(size, dtype=np.int64)
-    v = np.zeros(size, dtype=np.int64)
-    keep_u, keep_v = 4096 - int(params["i_decay"]), 4096 - int(params["v_decay"])
+    v = np.zeros(size, dtype=np.int64)  # u stays 0: the input neuron has no synaptic input
+    keep_v = 4096 - int(params["v_decay"])
     threshold = int(params["vth"]) << ir.ACT_SHIFT
     spikes = np.zeros((steps, size), dtype=bool)
     for t in range(steps):
-        u = np.clip(_rz_4096(u * keep_u), -limit, limit)
-        v = np.clip(_rz_4096(v * keep_v) + u + bias_term, -limit, limit)
+        v = np.clip(_rz_4096(v * keep_v) + bias_term, -limit, limit)
         spikes[t] = v > threshold
         v[spikes[t]] = 0
     return spikes
