@@ -95,7 +95,12 @@ class ChipLayout:
 
 @dataclass(frozen=True)
 class FpgaTarget:
-    """The FPGA part: family (ice40 | ecp5 | generic), device, package, clock (MHz) and resources (bits, counts)."""
+    """The FPGA part: family (ice40 | ecp5 | generic), device, package, clock (MHz) and resources (bits, counts).
+
+    ``board`` names the pin constraints in ``backends/fpga/boards/``; ``baud``
+    is the host UART rate; ``lanes`` is how many synapses the core adds per
+    cycle (weights per weight-memory word).
+    """
 
     family: str
     device: str
@@ -105,6 +110,9 @@ class FpgaTarget:
     bram_bits: int
     spram_bits: int = 0
     dsp: int = 0
+    board: str = ""
+    baud: int = 115200
+    lanes: int = 1
 
 
 @dataclass(frozen=True)
