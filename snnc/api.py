@@ -52,6 +52,7 @@ def compile(  # noqa: A001 - the natural name for users: snnc.compile(...)
     per_channel: bool | None = None,
     quant_config: str | Path | None = None,
     stimuli: Mapping[str, np.ndarray] | str | Path | None = None,
+    bitstream: bool = True,
 ) -> base.Artifact:
     """Import ``model`` (a path or a float IR graph), run the pipeline for ``target`` and emit an artifact.
 
@@ -68,6 +69,9 @@ def compile(  # noqa: A001 - the natural name for users: snnc.compile(...)
     calibrate the quantizer (``graph.meta["calibration"]``) and are run on
     both graphs for ``quant_report.json`` in the artifact directory
     (``runtime/quant_report.py``; not covered by the manifest's hashes).
+    ``bitstream=False`` stops FPGA targets after the Verilog and memory
+    images (no synthesis, place and route); with ``stimuli`` they also
+    measure cycles per timestep in RTL simulation for ``report.json``.
     """
     tgt = targets.get_target(target)
     backend = targets.usable_backend(tgt)
@@ -84,7 +88,10 @@ def compile(  # noqa: A001 - the natural name for users: snnc.compile(...)
     report = None
     if stimulus is not None:
         report = quant_report.quant_report(graph, quantized, stimulus, labels, quant_report.default_readout(graph))
-    artifact = backend.compile(quantized, hw_config, out_dir)
+    options: dict[str, object] = {}
+    if tgt.backend == "fpga":
+        options = {"bitstream": bitstream, "stimulus": stimulus}
+    artifact = backend.compile(quantized, hw_config, out_dir, **options)
     if report is not None:
         quant_report.write_report(report, Path(artifact.path) / quant_report.REPORT_FILE)
     return artifact

@@ -47,7 +47,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     artifact = api.compile(args.model, target=args.target, hw=args.hw, out_dir=args.output,
                            dt=args.dt, reset=args.reset, dump_ir=args.dump_ir, calibration=args.calibration,
                            weight_bits=args.weight_bits, per_channel=args.per_channel, quant_config=args.quant_config,
-                           stimuli=args.stimuli)
+                           stimuli=args.stimuli, bitstream=not args.no_bitstream)
     graph = artifact.graph
     neurons = sum(p.size for p in graph.populations if p.model != "input")
     synapses = sum(p.synapse_count for p in graph.projections)
@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stimuli", metavar="FILE",
                    help="stimulus .npz (0/1 spikes per input population, optional labels) to calibrate state "
                         "ranges and write DIR/quant_report.json (for .onnx, --calibration inputs are rate-coded instead)")
+    p.add_argument("--no-bitstream", action="store_true",
+                   help="FPGA targets: stop after the Verilog and memory images (no synthesis, place and route)")
     p.set_defaults(func=_cmd_compile)
 
     p = sub.add_parser("check", help="check whether a model fits a target's cores, memory and axons")

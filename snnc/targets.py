@@ -23,6 +23,7 @@ TARGETS: dict[str, Target] = {
         Target("loihi2", "lava", "loihi2", "Lava process graph, Loihi 2 bit-accurate simulation"),
         Target("fpga-ice40", "fpga", "ice40_up5k", "Verilog + iCE40 UP5K bitstream, RTL simulation"),
         Target("fpga-ecp5", "fpga", "ecp5_85f", "Verilog + ECP5-85F bitstream, RTL simulation"),
+        Target("fpga-verilog", "fpga", "fpga_generic", "Verilog only (any vendor's tools), RTL simulation"),
     )
 }
 

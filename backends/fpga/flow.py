@@ -78,6 +78,8 @@ GENERIC_LUT_SIZE = 6
 BITSTREAM_NAME = {"ice40": "snn.bin", "ecp5": "snn.bit"}
 NETLIST_NAME = "netlist.json"
 PNR_REPORT_NAME = "nextpnr_report.json"
+#: Name prefix of the scratch directory the sources are staged in (inside out_dir, removed afterwards).
+_STAGE_PREFIX = ".snnc_src_"
 
 
 class FlowError(ValueError):
@@ -176,6 +178,8 @@ def _stage_sources(rtl_dir: Path, stage_dir: Path, board_file: Path | None, out_
     """
     for entry in sorted(rtl_dir.iterdir()):
         target = stage_dir / entry.name
+        if entry.name.startswith(_STAGE_PREFIX):  # out_dir == rtl_dir: our own scratch directory
+            continue
         if entry.is_dir():
             if entry.resolve() == out_dir or entry.resolve() in out_dir.parents:
                 continue
@@ -365,7 +369,7 @@ def build(rtl_dir: Path, files: list[str], out_dir: Path, fpga: FpgaTarget, top:
         synth_cmd = f"synth_ice40 -top {top} -spram -dsp -json {NETLIST_NAME}"
     else:
         synth_cmd = f"synth_ecp5 -top {top} -json {NETLIST_NAME}"
-    with tempfile.TemporaryDirectory(prefix=".snnc_src_", dir=out_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=_STAGE_PREFIX, dir=out_dir) as tmp:
         stage = Path(tmp)
         _stage_sources(rtl_dir, stage, wrapper, out_dir)
         script = _yosys_script(files, wrapper.name, top, params, defines, synth_cmd)
@@ -460,7 +464,7 @@ def _build_generic(rtl_dir: Path, files: list[str], out_dir: Path, fpga: FpgaTar
     yosys = _require("yosys")
     for stale in ("stat.json", NETLIST_NAME):
         (out_dir / stale).unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".snnc_src_", dir=out_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=_STAGE_PREFIX, dir=out_dir) as tmp:
         stage = Path(tmp)
         _stage_sources(rtl_dir, stage, None, out_dir)
         script = _yosys_script(files, None, top, params, defines, _generic_synth(top))

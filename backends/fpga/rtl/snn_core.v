@@ -297,6 +297,7 @@ module snn_core (
     reg  signed [STATE_BITS-1:0] un6, vout6;
     reg  [REF_BITS-1:0]          r6, refr6;
     reg  [31:0]                  clear_addr;
+    reg                          drain_wait;
 
     // ------------------------------------------------------------------ control
     integer k;
@@ -384,6 +385,7 @@ module snn_core (
                     P_EVENT: begin
                         if (ev_read == ev_count) begin
                             phase <= S_DRAIN;
+                            drain_wait <= 1'b1;
                         end else begin
                             pstate <= P_PTR;      // ev_q is valid next cycle
                         end
@@ -428,8 +430,9 @@ module snn_core (
                     default: pstate <= P_EVENT;
                 endcase
             end
-            S_DRAIN: begin                    // let the last read-modify-writes land
-                if (!x1_valid && !x2_valid && !x3_valid) begin
+            S_DRAIN: begin                    // two cycles: the last word issued is summed and written
+                drain_wait <= 1'b0;
+                if (!drain_wait) begin
                     phase <= S_IDLE;
                     slot_now <= slot_now + 1'b1;
                     ev_count <= 0;

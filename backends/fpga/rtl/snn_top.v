@@ -288,7 +288,8 @@ module snn_top #(
     reg  [31:0] e_hdr;        // WRITE_MEM header bytes: {addr[23:0], space}
     reg  [15:0] e_acc;        // WRITE_MEM: k * WMEM_BYTES while counting words
     reg  [15:0] e_k;          // WRITE_MEM: words in the frame; TICK: ids captured
-    reg  [3:0]  e_bi;         // WRITE_MEM: byte within the word / STATUS, TICK header: word index
+    reg  [3:0]  e_bi;         // WRITE_MEM: byte within the word
+    reg  [TXA-1:0] e_wi;      // STATUS / TICK header: reply word being written (TXA >= 4)
     reg  [63:0] e_word;       // WRITE_MEM: word being assembled
     reg  [31:0] e_waddr;      // WRITE_MEM: next word address
     reg  [7:0]  e_idx_lo;     // SPIKES: low byte of the index being read
@@ -349,6 +350,7 @@ module snn_top #(
             e_acc           <= 16'd0;
             e_k             <= 16'd0;
             e_bi            <= 4'd0;
+            e_wi            <= {TXA{1'b0}};
             e_word          <= 64'd0;
             e_waddr         <= 32'd0;
             e_idx_lo        <= 8'd0;
@@ -379,6 +381,7 @@ module snn_top #(
                     e_k   <= 16'd0;
                     e_acc <= 16'd0;
                     e_bi  <= 4'd0;
+                    e_wi  <= {TXA{1'b0}};
                     if (j_nak3) begin
                         nak_code <= NAK_TOO_LONG;
                         e_state  <= E_NAK;
@@ -520,16 +523,16 @@ module snn_top #(
                     end
                     if (core_done) begin
                         e_cycles <= core_step_cycles;
-                        e_bi     <= 4'd0;
+                        e_wi     <= {TXA{1'b0}};
                         e_state  <= E_TK_HDR;
                     end
                 end
                 E_TK_HDR: begin
                     txb_we <= 1'b1;
-                    txb_wa <= e_bi[TXA-1:0];
-                    txb_wd <= (e_bi == 4'd0) ? e_cycles[15:0] : (e_bi == 4'd1) ? e_cycles[31:16] : e_k;
-                    e_bi   <= e_bi + 1'b1;
-                    if (e_bi == 4'd2) begin
+                    txb_wa <= e_wi;
+                    txb_wd <= (e_wi == 0) ? e_cycles[15:0] : (e_wi == 1) ? e_cycles[31:16] : e_k;
+                    e_wi   <= e_wi + 1'b1;
+                    if (e_wi == 2) begin
                         rep_op  <= OP_TICK | 8'h80;
                         rep_len <= 16'd6 + {e_k[14:0], 1'b0};
                         e_state <= E_STORE;
@@ -546,10 +549,10 @@ module snn_top #(
                 // ---- STATUS: 9 words into the reply buffer.
                 E_ST_WRITE: begin
                     txb_we <= 1'b1;
-                    txb_wa <= e_bi[TXA-1:0];
-                    txb_wd <= status_word(e_bi);
-                    e_bi   <= e_bi + 1'b1;
-                    if (e_bi == 4'd8) begin
+                    txb_wa <= e_wi;
+                    txb_wd <= status_word(e_wi[3:0]);
+                    e_wi   <= e_wi + 1'b1;
+                    if (e_wi == 8) begin
                         rep_op  <= OP_STATUS | 8'h80;
                         rep_len <= 16'd18;
                         e_state <= E_STORE;
