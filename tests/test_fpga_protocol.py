@@ -73,6 +73,7 @@ def test_builders_and_parsers():
 
 
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog (iverilog) is not installed")
+@pytest.mark.filterwarnings("ignore:Python runners and associated APIs are an experimental feature")
 def test_snn_top_protocol_in_simulation(tmp_path):
     """snn_top + mock core under Icarus: every cocotb test in tests/fpga_mock/cocotb_top.py must pass."""
     from cocotb.runner import get_runner

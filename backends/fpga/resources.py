@@ -162,10 +162,14 @@ def check_fit(memories: list[Memory], fpga: FpgaTarget, source: str = "") -> dic
         entry["by_memory"][memory.name] = entry["by_memory"].get(memory.name, 0) + n
         entry["required"] += n
 
+    over = []
+    fields = []
     for key, (label, unit, available, field) in resources.items():
         entry = result[key]
         if entry["required"] > available:
-            where = f"{source}: fpga.{field}" if source else f"fpga.{field}"
-            raise FitError(f"does not fit {part_name(fpga)}: {label} needs {entry['required']:,} of {available:,} {unit} "
-                           f"({_contributors(entry['by_memory'])}) ({where})")
+            over.append(f"{label} needs {entry['required']:,} of {available:,} {unit} ({_contributors(entry['by_memory'])})")
+            fields.append(f"fpga.{field}")
+    if over:  # every resource that is short, so the user sees the whole gap at once
+        where = f"{source}: {', '.join(fields)}" if source else ", ".join(fields)
+        raise FitError(f"does not fit {part_name(fpga)}: {'; '.join(over)} ({where})")
     return result

@@ -167,7 +167,7 @@ async def write_mem_reaches_core(dut) -> None:
     await host.ack(P.write_mem(8, WMEM_DEPTH - 1, [9], WORD_BYTES)[0])
     model.write(WMEM_DEPTH - 1, [9])
     many = [(i * 37) & 0xFFFF for i in range(WMEM_DEPTH)]
-    frames = P.write_mem(9, 0, many, WORD_BYTES, )
+    frames = P.write_mem(9, 0, many, WORD_BYTES)
     assert len(frames) == 1  # 40 words x 2 bytes fit one frame
     await host.ack(frames[0])
     model.write(0, many)
