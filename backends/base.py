@@ -38,6 +38,10 @@ class ArtifactError(ValueError):
     """An artifact directory is missing, tampered with or from another format."""
 
 
+class FitError(ValueError):
+    """The network does not fit the target's resources (memory blocks, logic); the message says by how much."""
+
+
 class Artifact(Protocol):
     """A compiled network that can be run."""
 

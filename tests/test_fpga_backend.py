@@ -144,3 +144,9 @@ def test_network_too_big_for_up5k_fails_naming_the_resource(tmp_path, capsys):
 def test_unsupported_lists_what_the_core_cannot_do():
     graph = network([input_pop("in", 2), neuron_pop("n", 2, refractory=40)], [dense("d", "in", "n", [[1, 1], [1, 1]])])
     assert any("refractory 40 > 15" in r for r in fpga.unsupported(graph, ICE40))
+
+
+def test_artifact_at_a_relative_path_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    graph = network([input_pop("in", 2), neuron_pop("n", 2, vth=1)], [dense("d", "in", "n", [[1, 0], [0, 1]])])
+    assert_rtl_matches_cpu(graph, {"in": np.eye(2, dtype=bool)[[0, 1, 0]]}, ICE40, Path("relative") / "fpga")

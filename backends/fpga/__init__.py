@@ -58,7 +58,7 @@ Graph {graph_hash}; {neurons} neurons, {inputs} inputs, {words} weight words of 
                           snnc_config.vh (the network's sizes and shared parameters), tb_core.v (testbench)
   {bitstream:<23} the bitstream for {part} on the {board} board{weights_note}
   report.json             resources, Fmax, cycles per timestep and timesteps/s
-  neuron_map.json         which neuron ids belong to which population; input indices
+  neuron_map.json         neuron ids of each population, input indices, cycles each source costs when it spikes
 
 Host protocol (UART {baud} baud, 8N1): see snnc/backends/fpga/protocol.py. Per sample: CLEAR; then per
 timestep SPIKES (input indices) and TICK, whose reply lists the neuron ids that fired.
@@ -184,8 +184,13 @@ class FpgaArtifact:
         arrays, t, batched = base.normalize_stimulus(self.graph, stimulus, steps)
         mapping = self.neuron_map
         stim = np.concatenate([arrays[name] for name in self.graph.inputs], axis=2)
+        # the cycle model with the inputs' exact cost and every neuron's cost at 10 % activity
+        cost = mapping["source_cycles"]
+        estimate = (stim.shape[0] * t * (mapping["n_neurons"] + 10 + 0.1 * sum(cost[:mapping["n_neurons"]]))
+                    + float((stim * np.asarray(cost[mapping["n_neurons"]:])).sum()))
         try:
-            result = sim.simulate(self.path / "rtl", stim, mapping["n_neurons"], record_state, self.simulator)
+            result = sim.simulate(self.path / "rtl", stim, mapping["n_neurons"], record_state, self.simulator,
+                                  estimated_cycles=estimate)
         except sim.SimulationError as exc:
             raise FpgaError(str(exc)) from None
         self.last_cycles = result.cycles
@@ -264,7 +269,8 @@ def compile(graph: ir.Graph, hw: Any, out_dir: str | Path, bitstream: bool = Tru
             arrays, _, _ = base.normalize_stimulus(graph, stimulus)
             stim = np.concatenate([arrays[name] for name in graph.inputs], axis=2)[:MEASURE_SAMPLES]
             try:
-                cycles = sim.simulate(staged / "rtl", stim, design.n_neurons, False).cycles
+                cycles = sim.simulate(staged / "rtl", stim, design.n_neurons, False,
+                                      estimated_cycles=stim.shape[0] * stim.shape[1] * 2 * design.n_neurons).cycles
             except sim.SimulationError as exc:
                 raise FpgaError(str(exc)) from None
     fmax = implementation.get("fmax_mhz") if implementation else None
@@ -285,9 +291,10 @@ def compile(graph: ir.Graph, hw: Any, out_dir: str | Path, bitstream: bool = Tru
         "throughput": throughput(design, fmax, hw.fpga.clock_mhz, cycles),
     }
     files["report.json"] = (json.dumps(report, indent=2, default=_jsonable) + "\n").encode()
+    source_cycles = (3 + 2 * design.source_segments + design.source_words).tolist()
     files["neuron_map.json"] = (json.dumps({"n_neurons": design.n_neurons, "n_inputs": design.n_inputs,
-                                            "neurons": design.neuron_offsets, "inputs": design.input_offsets},
-                                           indent=2) + "\n").encode()
+                                            "neurons": design.neuron_offsets, "inputs": design.input_offsets,
+                                            "source_cycles": source_cycles}) + "\n").encode()
     part = resources.part_name(hw.fpga)
     files["README.txt"] = _README.format(
         version=__version__, description=hw.description, graph_hash=graph_hash[:12], neurons=design.n_neurons,

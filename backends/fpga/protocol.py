@@ -44,8 +44,9 @@ op       name         payload                                                 re
   that fired, in the order the core reported them (ascending within a step).
 * **CLEAR** zeroes all neuron state (start of a new sample). Reply: ACK, sent once the core has finished.
 * **STATUS** reply op 0xB1, 18-byte payload: ``"SNNC"(4 ASCII) version(1)=1 n_neurons(2) n_inputs(2)
-  wmem_depth(3) wmem_width(1) lanes(1) graph_tag(4)``. ``graph_tag`` is the first 4 bytes of the compiled
-  graph's hash read as a little-endian integer, so the host can check the board runs the network it expects.
+  wmem_depth(3) wmem_width(1) lanes(1) graph_tag(4)``. ``graph_tag`` (sent little endian, like every field) is
+  the integer whose hex digits are the first 8 of the compiled graph's hash (``int(graph_hash[:8], 16)``),
+  so the host can check the board runs the network it expects.
 
 Replies
 -------

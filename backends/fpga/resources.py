@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from snnc.backends import base
 from snnc.compiler.hw import FpgaTarget
 
 #: Memories at or below this size (bits) are assumed to be mapped to logic, not a block RAM.
@@ -51,7 +52,7 @@ MEMORY_KINDS = ("ram", "spram", "rom")
 _FAMILY_NAMES = {"ice40": "iCE40", "ecp5": "ECP5", "generic": "generic FPGA"}
 
 
-class FitError(ValueError):
+class FitError(base.FitError):
     """The design's memories need more block RAM than the part has (one line, names the resource)."""
 
 

@@ -24,7 +24,7 @@ import numpy as np
 SIM_ENV = "SNNC_FPGA_SIM"
 """Environment variable forcing the simulator: ``icarus`` or ``verilator``."""
 CORE_SOURCES = ("tb_core.v", "snn_core.v", "snn_ram.v")
-VERILATOR_ABOVE_CYCLES = 3_000_000
+VERILATOR_ABOVE_CYCLES = 1_500_000
 """Estimated cycles above which Verilator's compile time pays for itself."""
 
 
@@ -120,11 +120,17 @@ def _verilator_binary(rtl_dir: Path, timeout: float) -> Path:
 
 
 def simulate(rtl_dir: Path, stimulus: np.ndarray, n_neurons: int, record_state: bool,
-             simulator: str | None = None, timeout: float = 3600.0) -> SimResult:
-    """Run ``stimulus`` (B, T, N_INPUTS) bool through the core in ``rtl_dir``."""
+             simulator: str | None = None, timeout: float = 3600.0, estimated_cycles: float | None = None) -> SimResult:
+    """Run ``stimulus`` (B, T, N_INPUTS) bool through the core in ``rtl_dir``.
+
+    ``estimated_cycles`` (from the cycle model) picks the simulator; without it a rough guess is used.
+    """
+    rtl_dir = Path(rtl_dir).resolve()  # the simulator runs inside it; relative paths would break
     batch, steps, _ = stimulus.shape
     if simulator is None:
-        simulator = choose_simulator(batch * steps * (n_neurons + 20 + 10 * int(stimulus.sum()) / max(1, batch * steps)))
+        if estimated_cycles is None:
+            estimated_cycles = batch * steps * (n_neurons + 20) + 10 * float(stimulus.sum())
+        simulator = choose_simulator(estimated_cycles)
     with tempfile.TemporaryDirectory(prefix="snnc-sim-") as tmp:
         tmp_path = Path(tmp)
         stim_file, out_file = tmp_path / "stim.txt", tmp_path / "out.txt"
