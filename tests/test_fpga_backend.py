@@ -150,3 +150,16 @@ def test_artifact_at_a_relative_path_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     graph = network([input_pop("in", 2), neuron_pop("n", 2, vth=1)], [dense("d", "in", "n", [[1, 0], [0, 1]])])
     assert_rtl_matches_cpu(graph, {"in": np.eye(2, dtype=bool)[[0, 1, 0]]}, ICE40, Path("relative") / "fpga")
+
+
+def test_non_spiking_readout_carries_v_without_record_state(tmp_path):
+    graph = network([input_pop("in", 3), neuron_pop("h", 4, vth=20), neuron_pop("out", 2, spiking=False, v_decay=100)],
+                    [dense("a", "in", "h", [[30, 0, 5], [0, 30, 5], [10, 10, 10], [-5, 40, 0]]),
+                     dense("b", "h", "out", [[3, -2, 1, 4], [-1, 5, 2, 0]])])
+    stimulus = {"in": np.random.default_rng(1).random((2, 12, 3)) < 0.5}
+    artifact = fpga.compile(graph, ICE40, tmp_path / "fpga", bitstream=False)
+    got = artifact.run(stimulus)
+    expected = cpu.simulate(graph, stimulus)
+    np.testing.assert_array_equal(got["out"].v, expected["out"].v)
+    assert np.abs(got["out"].v).max() > 0 and got["h"].v is None and got["out"].u is None
+    np.testing.assert_array_equal(got["h"].spikes, expected["h"].spikes)

@@ -188,9 +188,13 @@ class FpgaArtifact:
         cost = mapping["source_cycles"]
         estimate = (stim.shape[0] * t * (mapping["n_neurons"] + 10 + 0.1 * sum(cost[:mapping["n_neurons"]]))
                     + float((stim * np.asarray(cost[mapping["n_neurons"]:])).sum()))
+        # non-spiking populations answer with v, so their write-backs are logged even without record_state
+        readouts = [(mapping["neurons"][p.name], mapping["neurons"][p.name] + p.size) for p in self.graph.populations
+                    if p.quant is not None and not p.quant.spiking]
+        v_range = (min(a for a, _ in readouts), max(b for _, b in readouts)) if readouts and not record_state else None
         try:
             result = sim.simulate(self.path / "rtl", stim, mapping["n_neurons"], record_state, self.simulator,
-                                  estimated_cycles=estimate)
+                                  estimated_cycles=estimate, v_range=v_range)
         except sim.SimulationError as exc:
             raise FpgaError(str(exc)) from None
         self.last_cycles = result.cycles
@@ -201,9 +205,10 @@ class FpgaArtifact:
                 raster = Raster(spikes=arrays[pop.name], v=zeros, u=zeros)
             else:
                 span = slice(mapping["neurons"][pop.name], mapping["neurons"][pop.name] + pop.size)
+                keep_v = record_state or not pop.quant.spiking
                 raster = Raster(spikes=result.spikes[:, :, span],
-                                v=None if result.v is None else result.v[:, :, span],
-                                u=None if result.u is None else result.u[:, :, span])
+                                v=result.v[:, :, span] if keep_v and result.v is not None else None,
+                                u=result.u[:, :, span] if record_state and result.u is not None else None)
             rasters[pop.name] = raster if batched else raster.sample(0)
         return rasters
 

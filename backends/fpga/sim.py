@@ -120,10 +120,12 @@ def _verilator_binary(rtl_dir: Path, timeout: float) -> Path:
 
 
 def simulate(rtl_dir: Path, stimulus: np.ndarray, n_neurons: int, record_state: bool,
-             simulator: str | None = None, timeout: float = 3600.0, estimated_cycles: float | None = None) -> SimResult:
+             simulator: str | None = None, timeout: float = 3600.0, estimated_cycles: float | None = None,
+             v_range: tuple[int, int] | None = None) -> SimResult:
     """Run ``stimulus`` (B, T, N_INPUTS) bool through the core in ``rtl_dir``.
 
     ``estimated_cycles`` (from the cycle model) picks the simulator; without it a rough guess is used.
+    ``v_range`` (first, stop) logs u and v of those neuron ids even without ``record_state``.
     """
     rtl_dir = Path(rtl_dir).resolve()  # the simulator runs inside it; relative paths would break
     batch, steps, _ = stimulus.shape
@@ -136,6 +138,8 @@ def simulate(rtl_dir: Path, stimulus: np.ndarray, n_neurons: int, record_state: 
         stim_file, out_file = tmp_path / "stim.txt", tmp_path / "out.txt"
         stim_file.write_text(command_file(stimulus))
         plusargs = [f"+stim={stim_file}", f"+out={out_file}"] + (["+state"] if record_state else [])
+        if v_range is not None:
+            plusargs += [f"+vlo={v_range[0]}", f"+vhi={v_range[1]}"]
         if simulator == "icarus":
             vvp = tmp_path / "tb_core.vvp"
             _run(["iverilog", "-g2005", "-o", str(vvp), "-I", str(rtl_dir), "-s", "tb_core",
@@ -146,11 +150,11 @@ def simulate(rtl_dir: Path, stimulus: np.ndarray, n_neurons: int, record_state: 
             _run([str(binary), *plusargs], cwd=rtl_dir, timeout=timeout, what="verilator simulation")
         else:
             raise SimulationError(f"unknown simulator {simulator!r}")
-        return parse_log(out_file.read_text(), batch, steps, n_neurons, record_state, simulator)
+        return parse_log(out_file.read_text(), batch, steps, n_neurons, record_state or v_range is not None, simulator)
 
 
 def parse_log(text: str, batch: int, steps: int, n_neurons: int, record_state: bool, simulator: str) -> SimResult:
-    """Turn tb_core's log into arrays; every tick ends with a '3 cycles' record."""
+    """Turn tb_core's log into arrays; every tick ends with a '3 cycles' record (u, v arrays when ``record_state``)."""
     rows = [line.split() for line in text.splitlines() if line.strip()]
     spikes = np.zeros((batch, steps, n_neurons), dtype=bool)
     u = np.zeros((batch, steps, n_neurons), dtype=np.int64) if record_state else None

@@ -9,6 +9,7 @@
 //                  2 id u v       state written back for neuron id (only with +state)
 //                  3 cycles       the tick finished after this many clock cycles
 //   +state       also log every state write-back (u and v of every neuron, every step)
+//   +vlo=A +vhi=B  log the write-backs of neurons A <= id < B even without +state (non-spiking readouts)
 // Inputs change on the falling edge, so the core samples them cleanly on the rising edge.
 `timescale 1ns/1ps
 `default_nettype none
@@ -36,14 +37,14 @@ module tb_core;
         .wmem_we(wmem_we), .wmem_addr({WMEM_ADDR_BITS{1'b0}}), .wmem_wdata({WMEM_WIDTH{1'b0}}),
         .wb_valid(wb_valid), .wb_id(wb_id), .wb_u(wb_u), .wb_v(wb_v));
 
-    integer stim, out, op, arg, got;
+    integer stim, out, op, arg, got, vlo, vhi;
     reg record_state;
     reg [8*1024-1:0] stim_path, out_path;
 
     always @(posedge clk) begin
         if (out_valid)
             $fwrite(out, "1 %0d\n", out_id);
-        if (wb_valid && record_state)
+        if (wb_valid && (record_state || (wb_id >= vlo && wb_id < vhi)))
             $fwrite(out, "2 %0d %0d %0d\n", wb_id, wb_u, wb_v);
     end
 
@@ -60,6 +61,8 @@ module tb_core;
             $finish;
         end
         record_state = $test$plusargs("state") ? 1'b1 : 1'b0;
+        if (!$value$plusargs("vlo=%d", vlo)) vlo = 0;
+        if (!$value$plusargs("vhi=%d", vhi)) vhi = 0;
         stim = $fopen(stim_path, "r");
         out = $fopen(out_path, "w");
         repeat (3) @(negedge clk);
