@@ -9,7 +9,7 @@ import yaml
 
 from snnc.compiler import hw, ir
 
-BUNDLED = ["cpu", "ecp5_85f", "ice40_up5k", "loihi2", "mesh_study"]
+BUNDLED = ["cpu", "ecp5_85f", "fpga_generic", "ice40_up5k", "loihi2", "mesh_study"]
 
 
 def _cpu_yaml() -> dict:
@@ -73,7 +73,7 @@ def test_a_copy_of_a_bundled_config_loads_from_a_path(tmp_path: Path) -> None:
 
 
 def test_unknown_bundled_name_lists_the_available_ones() -> None:
-    with pytest.raises(hw.HwConfigError, match="available: cpu, ecp5_85f, ice40_up5k, loihi2"):
+    with pytest.raises(hw.HwConfigError, match="available: cpu, ecp5_85f, fpga_generic, ice40_up5k, loihi2"):
         hw.bundled_hw("loihi3")
 
 
