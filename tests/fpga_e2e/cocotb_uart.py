@@ -21,8 +21,6 @@ import json
 import os
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
 
 from snnc.backends.fpga import protocol as P
 from tests.fpga_mock import cocotb_top as mock
@@ -40,15 +38,7 @@ class Host(mock.Host):
 
 async def start(dut) -> Host:
     """Clock, idle line, reset; returns a host with its receive monitor running (as the protocol tests do)."""
-    cocotb.start_soon(Clock(dut.clk, 10, "ns").start())
-    dut.uart_rx.value = 1
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 5)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 5)
-    host = Host(dut)
-    cocotb.start_soon(host.monitor())
-    return host
+    return await mock.start(dut, Host)
 
 
 class Seq:

@@ -122,15 +122,15 @@ class Host:
         return reply, ids.tolist()
 
 
-async def start(dut) -> Host:
-    """Clock, idle line, reset; returns a host with its receive monitor running."""
+async def start(dut, host_class: type[Host] = Host) -> Host:
+    """Clock, idle line, reset; returns a host (of ``host_class``) with its receive monitor running."""
     cocotb.start_soon(Clock(dut.clk, 10, "ns").start())
     dut.uart_rx.value = 1
     dut.rst.value = 1
     await ClockCycles(dut.clk, 5)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 5)
-    host = Host(dut)
+    host = host_class(dut)
     cocotb.start_soon(host.monitor())
     return host
 
