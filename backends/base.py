@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -175,6 +176,72 @@ def normalize_stimulus(graph: ir.Graph, stimulus: Mapping[str, np.ndarray],
             arr = np.concatenate([arr, pad], axis=1)
         out[name] = np.ascontiguousarray(arr[:, :t])
     return out, t, batched_flags.pop()
+
+
+INT64_HEADROOM = 1 << 61
+"""Largest |bias| and |vth << 6| accepted: with |u|, |v| < 2**31 no int64 sum can overflow."""
+INPUT_LIMIT = 1 << 55
+"""Largest sum of |effective weight| into one neuron: (a_in << 6) stays below 2**61."""
+
+
+def input_bounds(graph: ir.Graph) -> dict[str, np.ndarray]:
+    """Per destination neuron, the sum of |effective weight| over every incoming synapse (float64).
+
+    This bounds |a_in| and every partial sum of it. float64 is exact while
+    the sums stay below 2**53, far above the limits compared against.
+    Conv uses the whole kernel per output neuron: an upper bound at borders.
+    """
+    bounds = {pop.name: np.zeros(pop.size) for pop in graph.populations}
+    for proj in graph.projections:
+        assert proj.quant is not None
+        scale = 2.0 ** proj.quant.weight_exp
+        magnitude = np.abs(np.asarray(proj.quant.weight, dtype=np.float64))
+        dst = graph.population(proj.dst)
+        if proj.kind == "dense":
+            per_dst = magnitude.sum(axis=1)
+        elif proj.kind == "sparse":
+            assert proj.rows is not None
+            per_dst = np.bincount(np.asarray(proj.rows, dtype=np.int64), weights=magnitude, minlength=dst.size)
+        else:
+            assert proj.conv is not None
+            per_channel = magnitude.reshape(magnitude.shape[0], -1).sum(axis=1)
+            per_dst = np.repeat(per_channel, math.prod(proj.conv.out_shape[1:]))
+        bounds[proj.dst] = bounds[proj.dst] + per_dst * scale
+    return bounds
+
+
+def int64_reasons(graph: ir.Graph, who: str) -> list[str]:
+    """Why int64 arithmetic could overflow on this (checked, quantized) graph; [] when it cannot.
+
+    ``who`` names the backend in the reasons ("the CPU backend").
+    """
+    reasons = []
+    for proj in graph.projections:
+        assert proj.quant is not None
+        if proj.quant.weight_bits - 1 + proj.quant.weight_exp > 55:
+            reasons.append(f"projection '{proj.name}': {proj.quant.weight_bits}-bit weights << "
+                           f"{proj.quant.weight_exp} exceed the 56-bit effective weights {who} sums")
+    if reasons:
+        return reasons
+    for name, bound in input_bounds(graph).items():
+        if bound.size and bound.max() >= INPUT_LIMIT:
+            reasons.append(f"population '{name}': summed |weight << weight_exp| of its inputs reaches "
+                           f"{bound.max():.3g}, {who}'s int64 limit is 2**55")
+    for pop in graph.populations:
+        q = pop.quant
+        if pop.model == "input" or q is None:
+            continue
+        bias_exp = np.asarray(q.bias_exp, dtype=np.int64)
+        bias_mant = np.abs(np.asarray(q.bias_mant, dtype=np.int64))
+        too_big = (bias_exp > 60) | (bias_mant >= np.right_shift(INT64_HEADROOM, np.minimum(bias_exp, 60)))
+        if np.any(too_big):
+            n = int(np.flatnonzero(too_big)[0])
+            reasons.append(f"population '{pop.name}': bias {int(q.bias_mant[n])} << {int(q.bias_exp[n])} "
+                           f"(neuron {n}) reaches 2**61, beyond {who}'s int64 headroom")
+        if q.vth.size and int(q.vth.max()) >= INT64_HEADROOM >> ir.ACT_SHIFT:
+            reasons.append(f"population '{pop.name}': vth {int(q.vth.max())} << 6 reaches 2**61")
+    return reasons
+
 
 
 def conv_synapses(spec: ir.ConvSpec, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,10 +84,6 @@ from snnc.runtime.raster import Raster
 
 NAME = "cpu"
 
-_INT64_HEADROOM = 1 << 61
-"""Largest |bias| and |vth << 6| accepted: with |u|, |v| < 2**31 no int64 sum can overflow."""
-_INPUT_LIMIT = 1 << 55
-"""Largest sum of |effective weight| into one neuron: (a_in << 6) stays below 2**61."""
 _INT32_LIMIT = 1 << 31
 
 
@@ -103,65 +98,9 @@ def available() -> str | None:
 
 
 def _effective_weights(proj: ir.Projection) -> np.ndarray:
-    """``weight << weight_exp`` as int64 (range-checked by :func:`_range_reasons` first)."""
+    """``weight << weight_exp`` as int64 (range-checked by ``base.int64_reasons`` first)."""
     assert proj.quant is not None
     return np.left_shift(np.asarray(proj.quant.weight, dtype=np.int64), proj.quant.weight_exp)
-
-
-def _input_bounds(graph: ir.Graph) -> dict[str, np.ndarray]:
-    """Per destination neuron, the sum of |effective weight| over every incoming synapse (float64).
-
-    This bounds |a_in| and every partial sum of it. float64 is exact while
-    the sums stay below 2**53, far above the limits compared against.
-    Conv uses the whole kernel per output neuron: an upper bound at borders.
-    """
-    bounds = {pop.name: np.zeros(pop.size) for pop in graph.populations}
-    for proj in graph.projections:
-        assert proj.quant is not None
-        scale = 2.0 ** proj.quant.weight_exp
-        magnitude = np.abs(np.asarray(proj.quant.weight, dtype=np.float64))
-        dst = graph.population(proj.dst)
-        if proj.kind == "dense":
-            per_dst = magnitude.sum(axis=1)
-        elif proj.kind == "sparse":
-            assert proj.rows is not None
-            per_dst = np.bincount(np.asarray(proj.rows, dtype=np.int64), weights=magnitude, minlength=dst.size)
-        else:
-            assert proj.conv is not None
-            per_channel = magnitude.reshape(magnitude.shape[0], -1).sum(axis=1)
-            per_dst = np.repeat(per_channel, math.prod(proj.conv.out_shape[1:]))
-        bounds[proj.dst] = bounds[proj.dst] + per_dst * scale
-    return bounds
-
-
-def _range_reasons(graph: ir.Graph) -> list[str]:
-    """Why int64 arithmetic could overflow on this (checked, quantized) graph; [] when it cannot."""
-    reasons = []
-    for proj in graph.projections:
-        assert proj.quant is not None
-        if proj.quant.weight_bits - 1 + proj.quant.weight_exp > 55:
-            reasons.append(f"projection '{proj.name}': {proj.quant.weight_bits}-bit weights << "
-                           f"{proj.quant.weight_exp} exceed the 56-bit effective weights the CPU backend sums")
-    if reasons:
-        return reasons
-    for name, bound in _input_bounds(graph).items():
-        if bound.size and bound.max() >= _INPUT_LIMIT:
-            reasons.append(f"population '{name}': summed |weight << weight_exp| of its inputs reaches "
-                           f"{bound.max():.3g}, the CPU backend's int64 limit is 2**55")
-    for pop in graph.populations:
-        q = pop.quant
-        if pop.model == "input" or q is None:
-            continue
-        bias_exp = np.asarray(q.bias_exp, dtype=np.int64)
-        bias_mant = np.abs(np.asarray(q.bias_mant, dtype=np.int64))
-        too_big = (bias_exp > 60) | (bias_mant >= np.right_shift(_INT64_HEADROOM, np.minimum(bias_exp, 60)))
-        if np.any(too_big):
-            n = int(np.flatnonzero(too_big)[0])
-            reasons.append(f"population '{pop.name}': bias {int(q.bias_mant[n])} << {int(q.bias_exp[n])} "
-                           f"(neuron {n}) reaches 2**61, beyond the CPU backend's int64 headroom")
-        if q.vth.size and int(q.vth.max()) >= _INT64_HEADROOM >> ir.ACT_SHIFT:
-            reasons.append(f"population '{pop.name}': vth {int(q.vth.max())} << 6 reaches 2**61")
-    return reasons
 
 
 def _reasons(graph: ir.Graph) -> list[str]:
@@ -174,7 +113,7 @@ def _reasons(graph: ir.Graph) -> list[str]:
         ir.check(graph, "quantized")
     except ir.IRError as exc:
         return [str(exc)]
-    return _range_reasons(graph)
+    return base.int64_reasons(graph, "the CPU backend")
 
 
 def unsupported(graph: ir.Graph, hw: Any) -> list[str]:
@@ -260,7 +199,7 @@ def _flatten(graph: ir.Graph) -> _Program:
         pop_in_col[names.index(name)] = column
         column += sizes[name]
 
-    bound = max((float(b.max()) for b in _input_bounds(graph).values() if b.size), default=0.0)
+    bound = max((float(b.max()) for b in base.input_bounds(graph).values() if b.size), default=0.0)
     acc_dtype = np.int32 if bound < _INT32_LIMIT else np.int64
 
     rows_meta: list[tuple[int, int, int, int, int]] = []

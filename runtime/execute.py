@@ -24,6 +24,39 @@ def load(path: str | Path) -> base.Artifact:
     return module.load(path)
 
 
+def run_batches(artifact: base.Artifact, stimulus: Mapping[str, np.ndarray], batch_size: int,
+                steps: int | None = None, record_state: bool = False, progress: bool | None = None) -> dict[str, Raster]:
+    """Run a batched stimulus (B, T, ...) in chunks of ``batch_size`` samples; rasters (B, T, N) as one run gives.
+
+    A progress bar goes to stderr when it is a terminal (``progress`` forces it on or off).
+    """
+    from snnc.runtime.progress import Progress
+
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    total = {np.asarray(v).shape[0] for v in stimulus.values()}
+    if len(total) != 1:
+        raise ValueError("stimulus arrays disagree on the number of samples")
+    samples = total.pop()
+    parts: list[dict[str, Raster]] = []
+    with Progress(samples, "running", enabled=progress) as bar:
+        for start in range(0, samples, batch_size):
+            chunk = {name: np.asarray(arr)[start:start + batch_size] for name, arr in stimulus.items()}
+            parts.append(artifact.run(chunk, steps=steps, record_state=record_state))
+            bar.update(next(iter(chunk.values())).shape[0])
+    return {name: _concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def _concatenate(rasters: list[Raster]) -> Raster:
+    def join(field: str) -> np.ndarray | None:
+        values = [getattr(r, field) for r in rasters]
+        return None if values[0] is None else np.concatenate(values)
+
+    spikes = join("spikes")
+    assert spikes is not None
+    return Raster(spikes=spikes, v=join("v"), u=join("u"))
+
+
 LABELS_KEY = "labels"
 """Optional array in a stimulus file: one class label per sample (not fed to the network)."""
 

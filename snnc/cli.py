@@ -76,18 +76,32 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from snnc.runtime import execute
+    from snnc.runtime import execute, quant_report
 
     artifact = execute.load(args.artifact)
     stimulus = execute.read_stimulus(args.input)
-    result = artifact.run(stimulus, steps=args.steps, record_state=args.record_state)
-    execute.write_result(args.output, result)
     graph = artifact.graph
+    if args.batch_size is not None:
+        result = execute.run_batches(artifact, stimulus, args.batch_size, steps=args.steps,
+                                     record_state=args.record_state)
+    else:
+        result = artifact.run(stimulus, steps=args.steps, record_state=args.record_state)
+    if args.output:
+        execute.write_result(args.output, result)
     for name in graph.outputs:
         raster = result[name]
         kind = "spikes" if raster.v is None or raster.spikes.any() else "v trace"
         print(f"{name}: {int(raster.spikes.sum()):,} spikes over {raster.steps} steps ({kind})")
-    print(f"wrote {args.output}")
+    labels = execute.read_labels(args.input)
+    if labels is not None:
+        readout = quant_report.default_readout(graph)
+        predicted = quant_report.predictions(result, graph.outputs[0], readout)
+        if predicted.shape != labels.shape:
+            raise ValueError(f"{args.input}: {labels.shape[0]} labels for {predicted.size} samples")
+        print(f"accuracy: {float((predicted == labels).mean()):.1%} on {labels.size:,} samples "
+              f"({'most output spikes' if readout == 'spikes' else 'largest final output v'})")
+    if args.output:
+        print(f"wrote {args.output}")
     return 0
 
 
@@ -156,9 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a compiled artifact on a stimulus")
     p.add_argument("artifact", help="artifact directory from `snnc compile`")
     p.add_argument("--input", "-i", required=True, help="stimulus .npz: one 0/1 array per input population")
-    p.add_argument("--output", "-o", required=True, help="result .npz (spikes/<population>, v/<population>)")
+    p.add_argument("--output", "-o", help="result .npz (spikes/<population>, v/<population>); omit to only evaluate")
     p.add_argument("--steps", type=int, help="number of steps (default: the stimulus length)")
     p.add_argument("--record-state", action="store_true", help="also record u and v of every population")
+    p.add_argument("--batch-size", "-b", type=int, metavar="B",
+                   help="run a data set (B, T, ...) in chunks of B samples, with a progress bar")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("verify", help="prove a compiled artifact spikes exactly like a reference target")

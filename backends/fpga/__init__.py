@@ -99,9 +99,11 @@ def unsupported(graph: ir.Graph, hw: Any) -> list[str]:
         if hw is not None and q.refractory > hw.neurons.max_refractory:
             reasons.append(f"population '{pop.name}': refractory {q.refractory} > {hw.neurons.max_refractory} "
                            f"({hw.source}: neurons.max_refractory)")
-    for proj in graph.projections:
-        if proj.quant is not None and int(np.abs(np.asarray(proj.quant.weight)).max(initial=0)) >= 1 << 16:
-            reasons.append(f"projection '{proj.name}': weight mantissas wider than 17 bits")
+    for proj in graph.projections:  # keeps the accumulators (sums of w << weight_exp) within 48 bits
+        if proj.quant is not None and int(np.abs(np.asarray(proj.quant.weight)).max(initial=0)) >= 1 << 24:
+            reasons.append(f"projection '{proj.name}': weight mantissas wider than 25 bits")
+        elif proj.quant is not None and proj.quant.weight_exp > 15:
+            reasons.append(f"projection '{proj.name}': weight_exp {proj.quant.weight_exp} > 15")
     return reasons
 
 

@@ -1,0 +1,343 @@
+"""The quantized graph as torch tensors, and the batched time loop (the semantics of ``backends/cpu.py``).
+
+Neuron order: the non-input populations, in graph order, are state neurons
+0 .. N-1; the inputs, in ``graph.inputs`` order, follow as sources
+N .. N+I-1. State (u, v, refractory counters, pending input) is int64,
+shaped (batch, N). Each step runs the reference's update elementwise, then
+adds every spiking source's synapses into the accumulator slot they arrive
+in: ``acc[(t + 1 + d) % slots]``.
+
+Exactness by construction (research/perf.md §2): a projection is split into
+*links*, one per distinct delay, and each link multiplies the 0/1 spike
+vector by its integer weights in the cheapest exact arithmetic:
+
+- float32 matmul / sparse matmul / conv2d while the link's largest sum of
+  |w << weight_exp| into one neuron is below 2**24 (every partial sum of 0/1
+  times integers is then an exactly representable integer, whatever order
+  the BLAS adds in);
+- float64 below 2**53;
+- otherwise int64 gather + ``index_add_``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snnc.backends import base
+from snnc.compiler import ir
+
+F32_EXACT = 1 << 24
+F64_EXACT = 1 << 53
+
+
+def _dtype_for(bound: float) -> torch.dtype:
+    if bound < F32_EXACT:
+        return torch.float32
+    if bound < F64_EXACT:
+        return torch.float64
+    return torch.int64
+
+
+@dataclass
+class Link:
+    """Synapses of one projection with one delay: ``acc[slot + delay][dst] += W @ spikes[src]``.
+
+    ``kind``: "dense" (``weight`` (n_src, n_dst)), "sparse" (``weight`` a (n_dst, n_src) sparse COO matrix),
+    "conv" (``weight`` the kernel, ``conv`` the spec), "scatter" (``src``, ``dst``, ``values`` int64).
+    """
+
+    kind: str
+    src: slice
+    dst: slice
+    delay: int
+    dtype: torch.dtype
+    weight: torch.Tensor | None = None
+    conv: ir.ConvSpec | None = None
+    src_index: torch.Tensor | None = None
+    dst_index: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    overwrites: bool = False
+    """Without delays, the first link into a population writes its slot instead of adding (no zeroing pass)."""
+
+    def contribution(self, spikes: torch.Tensor) -> torch.Tensor:
+        """(B, n_dst) int64 input of this link for 0/1 ``spikes`` (B, n_sources) float32."""
+        s = spikes[:, self.src]
+        if self.kind == "scatter":
+            assert self.src_index is not None and self.dst_index is not None and self.values is not None
+            picked = s.index_select(1, self.src_index).to(torch.int64) * self.values
+            out = torch.zeros((s.shape[0], self.dst.stop - self.dst.start), dtype=torch.int64, device=s.device)
+            return out.index_add_(1, self.dst_index, picked)
+        s = s.to(self.dtype)
+        assert self.weight is not None
+        if self.kind == "dense":
+            out = s @ self.weight
+        elif self.kind == "sparse":
+            out = torch.sparse.mm(self.weight, s.t()).t()
+        else:
+            assert self.conv is not None
+            spec = self.conv
+            out = F.conv2d(s.reshape(s.shape[0], *spec.in_shape), self.weight, stride=spec.stride,
+                           padding=spec.padding, dilation=spec.dilation, groups=spec.groups).reshape(s.shape[0], -1)
+        return out.to(torch.int64)
+
+
+@dataclass
+class Program:
+    """Everything the time loop needs, on one device."""
+
+    device: torch.device
+    n_neurons: int
+    n_inputs: int
+    neuron_offsets: dict[str, int]
+    input_offsets: dict[str, int]
+    keep_u: torch.Tensor | int
+    keep_v: torch.Tensor | int
+    bias: torch.Tensor | int
+    vth: torch.Tensor | int
+    reset_keep: torch.Tensor | int
+    reset_add: torch.Tensor | int
+    refractory: torch.Tensor | int
+    limit: torch.Tensor
+    spiking: torch.Tensor
+    links: list[Link]
+    n_slots: int
+    pop_of_neuron: torch.Tensor
+    n_pops: int
+    has_refractory: bool
+    reset_can_clip: bool  # False when every reset sets v to a constant inside the state range
+
+
+def _neuron_params(graph: ir.Graph, offsets: dict[str, int], n: int) -> dict[str, np.ndarray]:
+    p = {name: np.zeros(n, dtype=np.int64) for name in
+         ("keep_u", "keep_v", "bias", "vth", "reset_keep", "reset_add", "refractory", "limit", "spiking", "pop")}
+    for index, pop in enumerate(graph.populations):
+        if pop.model == "input":
+            continue
+        q = pop.quant
+        assert q is not None
+        span = slice(offsets[pop.name], offsets[pop.name] + pop.size)
+        p["keep_u"][span] = ir.DECAY_UNITY - np.asarray(q.i_decay, dtype=np.int64)
+        p["keep_v"][span] = ir.DECAY_UNITY - np.asarray(q.v_decay, dtype=np.int64)
+        p["bias"][span] = np.left_shift(np.asarray(q.bias_mant, np.int64), np.asarray(q.bias_exp, np.int64))
+        vth = np.left_shift(np.asarray(q.vth, np.int64), ir.ACT_SHIFT)
+        p["vth"][span] = vth
+        p["limit"][span] = (1 << (q.state_bits - 1)) - 1
+        p["spiking"][span] = int(q.spiking)
+        p["refractory"][span] = q.refractory
+        p["pop"][span] = index
+        vreset = np.left_shift(q.vreset_or_zeros(), ir.ACT_SHIFT)
+        if q.reset == "zero":
+            p["reset_add"][span] = vreset
+        elif q.reset == "subtract":
+            p["reset_keep"][span] = 1
+            p["reset_add"][span] = vreset - vth
+        else:
+            p["reset_keep"][span] = 1
+    return p
+
+
+def _projection_links(proj: ir.Projection, src: slice, dst: slice, n_dst: int, device: torch.device) -> list[Link]:
+    """The links of one projection: one per distinct delay, each in its cheapest exact arithmetic."""
+    q = proj.quant
+    assert q is not None
+    scale = 2.0 ** q.weight_exp
+    mant = np.asarray(q.weight, dtype=np.int64)
+    if proj.kind == "conv":
+        assert proj.conv is not None
+        kernel = mant.astype(np.float64) * scale
+        bound = float(np.abs(kernel).reshape(kernel.shape[0], -1).sum(axis=1).max(initial=0.0))
+        dtype = _dtype_for(bound)
+        if dtype != torch.int64:
+            weight = torch.as_tensor(kernel, dtype=dtype, device=device)
+            return [Link("conv", src, dst, 0, dtype, weight=weight, conv=proj.conv)]
+        s_idx, d_idx, w = base.conv_synapses(proj.conv, np.left_shift(mant, q.weight_exp))
+        delays = np.zeros(w.size, dtype=np.int64)
+    elif proj.kind == "dense" and proj.max_delay == 0:
+        weight = mant.astype(np.float64) * scale  # (dst, src)
+        bound = float(np.abs(weight).sum(axis=1).max(initial=0.0))
+        dtype = _dtype_for(bound)
+        if dtype != torch.int64:
+            return [Link("dense", src, dst, 0, dtype, weight=torch.as_tensor(weight.T.copy(), dtype=dtype, device=device))]
+        d_idx, s_idx = np.nonzero(mant)
+        w = np.left_shift(mant[d_idx, s_idx], q.weight_exp)
+        delays = np.zeros(w.size, dtype=np.int64)
+    elif proj.kind == "dense":
+        d_idx, s_idx = np.nonzero(mant)
+        w = np.left_shift(mant[d_idx, s_idx], q.weight_exp)
+        delays = np.asarray(proj.delay, dtype=np.int64)[d_idx, s_idx]
+    else:
+        assert proj.rows is not None and proj.cols is not None
+        keep = mant != 0
+        d_idx = np.asarray(proj.rows, dtype=np.int64)[keep]
+        s_idx = np.asarray(proj.cols, dtype=np.int64)[keep]
+        w = np.left_shift(mant[keep], q.weight_exp)
+        delays = (np.zeros(w.size, dtype=np.int64) if proj.delay is None
+                  else np.asarray(proj.delay, dtype=np.int64)[keep])
+    links = []
+    for delay in np.unique(delays):
+        pick = delays == delay
+        rows, cols, values = d_idx[pick], s_idx[pick], w[pick]
+        bound = float(np.bincount(rows, weights=np.abs(values).astype(np.float64), minlength=n_dst).max(initial=0.0))
+        dtype = _dtype_for(bound)
+        if dtype == torch.int64:
+            links.append(Link("scatter", src, dst, int(delay), dtype,
+                              src_index=torch.as_tensor(cols, device=device), dst_index=torch.as_tensor(rows, device=device),
+                              values=torch.as_tensor(values, device=device)))
+            continue
+        index = torch.as_tensor(np.stack([rows, cols]), device=device)
+        matrix = torch.sparse_coo_tensor(index, torch.as_tensor(values, dtype=dtype, device=device),
+                                         (n_dst, src.stop - src.start), check_invariants=True).coalesce()  # repeated pairs add
+        links.append(Link("sparse", src, dst, int(delay), dtype, weight=matrix))
+    return links
+
+
+def build(graph: ir.Graph, device: torch.device) -> Program:
+    """Flatten a checked quantized graph onto ``device``."""
+    offsets: dict[str, int] = {}
+    n = 0
+    for pop in graph.populations:
+        if pop.model != "input":
+            offsets[pop.name] = n
+            n += pop.size
+    input_offsets: dict[str, int] = {}
+    n_inputs = 0
+    for name in graph.inputs:
+        input_offsets[name] = n_inputs
+        n_inputs += graph.population(name).size
+    params = _neuron_params(graph, offsets, n)
+    source = {**offsets, **{name: n + off for name, off in input_offsets.items()}}
+    links: list[Link] = []
+    for proj in graph.projections:
+        src_pop, dst_pop = graph.population(proj.src), graph.population(proj.dst)
+        src = slice(source[proj.src], source[proj.src] + src_pop.size)
+        dst = slice(offsets[proj.dst], offsets[proj.dst] + dst_pop.size)
+        links += _projection_links(proj, src, dst, dst_pop.size, device)
+    n_slots = 1 + max((link.delay for link in links), default=0)
+    if n_slots == 1:  # every step rewrites each fed population's input: its first link assigns, the others add
+        fed: set[int] = set()
+        for link in links:
+            link.overwrites = link.dst.start not in fed
+            fed.add(link.dst.start)
+
+    def tensor(name: str) -> torch.Tensor | int:
+        """A Python int when every neuron shares the value (cheaper elementwise ops), else a tensor."""
+        values = params[name]
+        if values.size and np.all(values == values[0]):
+            return int(values[0])
+        return torch.as_tensor(values, dtype=torch.int64, device=device)
+
+    return Program(device=device, n_neurons=n, n_inputs=n_inputs, neuron_offsets=offsets, input_offsets=input_offsets,
+                   keep_u=tensor("keep_u"), keep_v=tensor("keep_v"), bias=tensor("bias"), vth=tensor("vth"),
+                   reset_keep=tensor("reset_keep"), reset_add=tensor("reset_add"), refractory=tensor("refractory"),
+                   limit=torch.as_tensor(params["limit"], device=device),
+                   spiking=torch.as_tensor(params["spiking"].astype(bool), device=device), links=links, n_slots=n_slots,
+                   pop_of_neuron=torch.as_tensor(params["pop"], device=device), n_pops=len(graph.populations),
+                   has_refractory=bool(params["refractory"].any()),
+                   reset_can_clip=bool(np.any(params["reset_keep"] != 0)
+                                       or np.any(np.abs(params["reset_add"]) > params["limit"])))
+
+
+def _decay(state: torch.Tensor, keep: torch.Tensor | int) -> torch.Tensor:
+    """``rz(state * keep / 4096)``: integer division truncates toward zero, which is rz."""
+    if isinstance(keep, int) and keep == ir.DECAY_UNITY:
+        return state
+    if isinstance(keep, int) and keep == 0:
+        return torch.zeros_like(state)
+    return torch.div(state * keep, ir.DECAY_UNITY, rounding_mode="trunc")
+
+
+def _reset(v: torch.Tensor, keep: torch.Tensor | int, add: torch.Tensor | int) -> torch.Tensor | int:
+    """v after a spike, as one affine map: zero (keep 0, add vreset << 6), subtract (1, -(vth - vreset) << 6), none (1, 0)."""
+    if isinstance(keep, int) and keep == 0:
+        return add
+    return v * keep + add
+
+
+@dataclass
+class Run:
+    """Outputs of :func:`simulate`, on the CPU: spikes (B, T, N + I) bool, u/v (B, T, N) or None, clips (pops, 2)."""
+
+    spikes: np.ndarray
+    u: np.ndarray | None
+    v: np.ndarray | None
+    clipped: np.ndarray
+
+
+@torch.no_grad()
+def simulate(program: Program, stimulus: np.ndarray, record_u: bool, v_columns: np.ndarray | None) -> Run:
+    """Run ``stimulus`` (B, T, I) bool through ``program``; every sample starts from zero state.
+
+    ``record_u`` keeps u of every neuron; ``v_columns`` (neuron ids) keeps v of those neurons (``Run.v`` has
+    one column per id, in that order).
+    """
+    device = program.device
+    batch, steps, _ = stimulus.shape
+    n = program.n_neurons
+    stim = torch.as_tensor(np.ascontiguousarray(stimulus), device=device).to(torch.float32)
+    u = torch.zeros((batch, n), dtype=torch.int64, device=device)
+    v = torch.zeros_like(u)
+    frozen = torch.zeros_like(u)
+    acc = torch.zeros((program.n_slots, batch, n), dtype=torch.int64, device=device)
+    clip_u = torch.zeros_like(u)
+    clip_v = torch.zeros_like(u)
+    spikes = torch.zeros((batch, n + program.n_inputs), dtype=torch.float32, device=device)
+    spike_out = torch.zeros((steps, batch, n + program.n_inputs), dtype=torch.bool, device=device)
+    u_out = torch.zeros((steps, batch, n), dtype=torch.int64, device=device) if record_u else None
+    v_index = None if v_columns is None else torch.as_tensor(v_columns, dtype=torch.int64, device=device)
+    v_out = None if v_index is None else torch.zeros((steps, batch, v_index.numel()), dtype=torch.int64, device=device)
+    limit, neg_limit = program.limit, -program.limit
+    spiking = program.spiking
+    for t in range(steps):
+        slot = acc[t % program.n_slots]
+        un = _decay(u, program.keep_u) + (slot << 6)
+        if program.n_slots > 1:
+            slot.zero_()
+        u = torch.clamp(un, neg_limit, limit)
+        clip_u += u != un
+        vn = _decay(v, program.keep_v) + u + program.bias
+        vc = torch.clamp(vn, neg_limit, limit)
+        if program.has_refractory:
+            # a refractory neuron keeps its v (no decay, no input, no clip count) and cannot spike
+            resting = frozen > 0
+            clip_v += ~resting & (vc != vn)
+            vn = torch.where(resting, v, vc)
+            fired = spiking & ~resting & (vn > program.vth)
+            frozen = torch.where(fired, program.refractory, (frozen - 1).clamp_(min=0))
+        else:
+            clip_v += vc != vn
+            vn = vc
+            fired = spiking & (vn > program.vth)
+        vr = _reset(vn, program.reset_keep, program.reset_add)
+        if program.reset_can_clip:
+            assert isinstance(vr, torch.Tensor)
+            vrc = torch.clamp(vr, neg_limit, limit)
+            clip_v += fired & (vrc != vr)
+            vr = vrc
+        v = torch.where(fired, vr, vn)
+        spikes[:, :n] = fired
+        spikes[:, n:] = stim[:, t]
+        spike_out[t] = spikes.to(torch.bool)
+        if u_out is not None:
+            u_out[t] = u
+        if v_out is not None:
+            v_out[t] = v.index_select(1, v_index)
+        for link in program.links:
+            target = acc[(t + 1 + link.delay) % program.n_slots]
+            if link.overwrites:
+                target[:, link.dst] = link.contribution(spikes)
+            else:
+                target[:, link.dst] += link.contribution(spikes)
+    clipped = torch.zeros((program.n_pops, 2), dtype=torch.int64, device=device)
+    clipped[:, 0].index_add_(0, program.pop_of_neuron, clip_u.sum(dim=0))
+    clipped[:, 1].index_add_(0, program.pop_of_neuron, clip_v.sum(dim=0))
+
+    def host(x: torch.Tensor | None) -> np.ndarray | None:
+        return None if x is None else x.transpose(0, 1).cpu().numpy()
+
+    spikes_np = host(spike_out)
+    assert spikes_np is not None
+    return Run(spikes=spikes_np, u=host(u_out), v=host(v_out), clipped=clipped.cpu().numpy())
