@@ -101,13 +101,14 @@ class Program:
     reset_keep: torch.Tensor | int
     reset_add: torch.Tensor | int
     refractory: torch.Tensor | int
-    limit: torch.Tensor
+    limit: torch.Tensor | int
     spiking: torch.Tensor
     links: list[Link]
     n_slots: int
     pop_of_neuron: torch.Tensor
     n_pops: int
     has_refractory: bool
+    all_spiking: bool
     reset_can_clip: bool  # False when every reset sets v to a constant inside the state range
 
 
@@ -233,7 +234,7 @@ def build(graph: ir.Graph, device: torch.device) -> Program:
     return Program(device=device, n_neurons=n, n_inputs=n_inputs, neuron_offsets=offsets, input_offsets=input_offsets,
                    keep_u=tensor("keep_u"), keep_v=tensor("keep_v"), bias=tensor("bias"), vth=tensor("vth"),
                    reset_keep=tensor("reset_keep"), reset_add=tensor("reset_add"), refractory=tensor("refractory"),
-                   limit=torch.as_tensor(params["limit"], device=device),
+                   limit=tensor("limit"), all_spiking=bool(params["spiking"].all()),
                    spiking=torch.as_tensor(params["spiking"].astype(bool), device=device), links=links, n_slots=n_slots,
                    pop_of_neuron=torch.as_tensor(params["pop"], device=device), n_pops=len(graph.populations),
                    has_refractory=bool(params["refractory"].any()),
@@ -241,13 +242,16 @@ def build(graph: ir.Graph, device: torch.device) -> Program:
                                        or np.any(np.abs(params["reset_add"]) > params["limit"])))
 
 
-def _decay(state: torch.Tensor, keep: torch.Tensor | int) -> torch.Tensor:
-    """``rz(state * keep / 4096)``: integer division truncates toward zero, which is rz."""
-    if isinstance(keep, int) and keep == ir.DECAY_UNITY:
-        return state
+def _decayed_plus(state: torch.Tensor, keep: torch.Tensor | int, add: torch.Tensor) -> torch.Tensor:
+    """``rz(state * keep / 4096) + add``; integer division truncates toward zero, which is rz.
+
+    The common decays cost nothing: keep 0 (i_decay 4096) drops the state, keep 4096 keeps it.
+    """
     if isinstance(keep, int) and keep == 0:
-        return torch.zeros_like(state)
-    return torch.div(state * keep, ir.DECAY_UNITY, rounding_mode="trunc")
+        return add
+    if isinstance(keep, int) and keep == ir.DECAY_UNITY:
+        return state + add
+    return torch.div(state * keep, ir.DECAY_UNITY, rounding_mode="trunc") + add
 
 
 def _reset(v: torch.Tensor, keep: torch.Tensor | int, add: torch.Tensor | int) -> torch.Tensor | int:
@@ -285,7 +289,7 @@ def simulate(program: Program, stimulus: np.ndarray, record_u: bool, v_columns: 
     clip_u = torch.zeros_like(u)
     clip_v = torch.zeros_like(u)
     spikes = torch.zeros((batch, n + program.n_inputs), dtype=torch.float32, device=device)
-    spike_out = torch.zeros((steps, batch, n + program.n_inputs), dtype=torch.bool, device=device)
+    spike_out = torch.zeros((steps, batch, n), dtype=torch.bool, device=device)
     u_out = torch.zeros((steps, batch, n), dtype=torch.int64, device=device) if record_u else None
     v_index = None if v_columns is None else torch.as_tensor(v_columns, dtype=torch.int64, device=device)
     v_out = None if v_index is None else torch.zeros((steps, batch, v_index.numel()), dtype=torch.int64, device=device)
@@ -293,12 +297,14 @@ def simulate(program: Program, stimulus: np.ndarray, record_u: bool, v_columns: 
     spiking = program.spiking
     for t in range(steps):
         slot = acc[t % program.n_slots]
-        un = _decay(u, program.keep_u) + (slot << 6)
+        un = _decayed_plus(u, program.keep_u, slot << 6)
         if program.n_slots > 1:
             slot.zero_()
         u = torch.clamp(un, neg_limit, limit)
         clip_u += u != un
-        vn = _decay(v, program.keep_v) + u + program.bias
+        vn = _decayed_plus(v, program.keep_v, u)
+        if not (isinstance(program.bias, int) and program.bias == 0):
+            vn = vn + program.bias
         vc = torch.clamp(vn, neg_limit, limit)
         if program.has_refractory:
             # a refractory neuron keeps its v (no decay, no input, no clip count) and cannot spike
@@ -310,7 +316,9 @@ def simulate(program: Program, stimulus: np.ndarray, record_u: bool, v_columns: 
         else:
             clip_v += vc != vn
             vn = vc
-            fired = spiking & (vn > program.vth)
+            fired = vn > program.vth
+            if not program.all_spiking:
+                fired &= spiking
         vr = _reset(vn, program.reset_keep, program.reset_add)
         if program.reset_can_clip:
             assert isinstance(vr, torch.Tensor)
@@ -320,7 +328,7 @@ def simulate(program: Program, stimulus: np.ndarray, record_u: bool, v_columns: 
         v = torch.where(fired, vr, vn)
         spikes[:, :n] = fired
         spikes[:, n:] = stim[:, t]
-        spike_out[t] = spikes.to(torch.bool)
+        spike_out[t] = fired
         if u_out is not None:
             u_out[t] = u
         if v_out is not None:
@@ -338,6 +346,7 @@ def simulate(program: Program, stimulus: np.ndarray, record_u: bool, v_columns: 
     def host(x: torch.Tensor | None) -> np.ndarray | None:
         return None if x is None else x.transpose(0, 1).cpu().numpy()
 
-    spikes_np = host(spike_out)
-    assert spikes_np is not None
+    neuron_spikes = host(spike_out)
+    assert neuron_spikes is not None
+    spikes_np = np.concatenate([neuron_spikes, stimulus.astype(bool)], axis=2)
     return Run(spikes=spikes_np, u=host(u_out), v=host(v_out), clipped=clipped.cpu().numpy())
