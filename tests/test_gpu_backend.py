@@ -61,14 +61,22 @@ def test_large_sums_take_the_float64_and_int64_paths_and_stay_exact(tmp_path):
     w = rng.integers(-120, 120, (6, 5))
     graph = network([input_pop("in", 5), neuron_pop("f32", 6, vth=10**5, state_bits=32),
                      neuron_pop("f64", 6, vth=10**5, state_bits=32), neuron_pop("i64", 6, vth=10**5, state_bits=32)],
-                    [dense("a", "in", "f32", w), dense("b", "in", "f64", w, weight_exp=20),
+                    [dense("a", "in", "f32", w), dense("b", "in", "f64", np.abs(w) + 100, weight_exp=20),  # beyond int8: float64
                      sparse("c", "in", "i64", rows=[0, 1, 2, 0], cols=[0, 1, 2, 3], weight=[3, -5, 7, 1], delay=[0, 1, 0, 2])])
     graph = ir.replace(graph, projections=tuple(
         ir.replace(p, quant=ir.replace(p.quant, weight_exp=51)) if p.name == "c" else p for p in graph.projections))
-    links = program.build(graph, torch.device("cpu")).links
-    assert {link.dst.start: link.dtype for link in links if link.delay == 0} == {
-        0: torch.float32, 6: torch.float64, 12: torch.int64}
+    built = program.build(graph, torch.device("cpu"))
+    assert {link.dst.start: link.dtype for link in built.links if link.delay == 0} == {
+        0: torch.int8, 6: torch.float64, 12: torch.int64}  # int8 mantissas on the CPU: torch._int_mm
+    assert not built.float_state  # inputs near 2**54: the state is int64
     assert_gpu_matches_cpu(graph, {"in": rng.random((2, 8, 5)) < 0.5}, tmp_path)
+
+
+def test_small_networks_keep_float64_state_and_float32_sparse_links():
+    graph = network([input_pop("in", 3), neuron_pop("n", 2, vth=50, v_decay=100)],
+                    [sparse("s", "in", "n", rows=[0, 1], cols=[2, 0], weight=[200, -7], delay=[0, 3])])
+    built = program.build(graph, torch.device("cpu"))
+    assert built.float_state and {link.dtype for link in built.links} == {torch.float32}
 
 
 def test_conv_beyond_float32_uses_float64(tmp_path):
@@ -127,3 +135,11 @@ def test_progress_bar_draws_counts_and_rate():
     with Progress(10, "running", stream=quiet) as bar:  # not a terminal: silent
         bar.update(10)
     assert quiet.getvalue() == ""
+
+
+def test_cpu_runs_in_cache_sized_chunks_with_the_same_result(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu, "CPU_CHUNK", 2)
+    rng = np.random.default_rng(12)
+    graph = random_network(rng)
+    stimulus = {name: rng.random((5, 15, graph.population(name).size)) < 0.3 for name in graph.inputs}
+    assert_gpu_matches_cpu(graph, stimulus, tmp_path)
