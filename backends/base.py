@@ -178,6 +178,66 @@ def normalize_stimulus(graph: ir.Graph, stimulus: Mapping[str, np.ndarray],
     return out, t, batched_flags.pop()
 
 
+def neuron_numbering(graph: ir.Graph) -> tuple[dict[str, int], int, dict[str, int], int]:
+    """(first id of each non-input population, N, first index of each input population, I).
+
+    Non-input populations, in graph order, are neurons 0 .. N-1; inputs, in ``graph.inputs`` order, are
+    indices 0 .. I-1 (hardware-style backends make them event sources N .. N+I-1).
+    """
+    offsets: dict[str, int] = {}
+    n = 0
+    for pop in graph.populations:
+        if pop.model != "input":
+            offsets[pop.name] = n
+            n += pop.size
+    input_offsets: dict[str, int] = {}
+    n_inputs = 0
+    for name in graph.inputs:
+        input_offsets[name] = n_inputs
+        n_inputs += graph.population(name).size
+    return offsets, n, input_offsets, n_inputs
+
+
+NEURON_FIELDS = ("keep_u", "keep_v", "bias", "vth", "reset_keep", "reset_add", "refractory", "limit", "spiking")
+
+
+def neuron_parameters(graph: ir.Graph, offsets: dict[str, int], n: int) -> dict[str, np.ndarray]:
+    """Per-neuron integers of the update, int64 arrays of length ``n`` indexed by ``offsets`` (inputs skipped).
+
+    ``keep_* = 4096 - *_decay``; ``bias = bias_mant << bias_exp``; ``vth`` is ``vth << 6``; the reset is one
+    affine map ``v := reset_keep * v + reset_add``: zero (0, vreset << 6), subtract (1, (vreset - vth) << 6),
+    none (1, 0); ``limit`` is the saturation bound; ``spiking`` 0/1. Non-spiking neurons get vth 0 and the
+    identity reset (neither is used), so parameters that are equal across a network stay equal.
+    """
+    p = {name: np.zeros(n, dtype=np.int64) for name in NEURON_FIELDS}
+    for pop in graph.populations:
+        if pop.model == "input":
+            continue
+        q = pop.quant
+        assert q is not None
+        span = slice(offsets[pop.name], offsets[pop.name] + pop.size)
+        p["keep_u"][span] = ir.DECAY_UNITY - np.asarray(q.i_decay, dtype=np.int64)
+        p["keep_v"][span] = ir.DECAY_UNITY - np.asarray(q.v_decay, dtype=np.int64)
+        p["bias"][span] = np.left_shift(np.asarray(q.bias_mant, np.int64), np.asarray(q.bias_exp, np.int64))
+        p["limit"][span] = (1 << (q.state_bits - 1)) - 1
+        if not q.spiking:
+            p["reset_keep"][span] = 1
+            continue
+        vth = np.left_shift(np.asarray(q.vth, np.int64), ir.ACT_SHIFT)
+        vreset = np.left_shift(q.vreset_or_zeros(), ir.ACT_SHIFT)
+        p["vth"][span] = vth
+        p["spiking"][span] = 1
+        p["refractory"][span] = q.refractory
+        if q.reset == "zero":
+            p["reset_add"][span] = vreset
+        elif q.reset == "subtract":
+            p["reset_keep"][span] = 1
+            p["reset_add"][span] = vreset - vth
+        else:
+            p["reset_keep"][span] = 1
+    return p
+
+
 INT64_HEADROOM = 1 << 61
 """Largest |bias| and |vth << 6| accepted: with |u|, |v| < 2**31 no int64 sum can overflow."""
 INPUT_LIMIT = 1 << 55

@@ -165,34 +165,14 @@ def _flatten(graph: ir.Graph) -> _Program:
     pop_in_col = np.full(n_pops, -1, dtype=np.int64)
     pop_spiking = np.zeros(n_pops, dtype=np.bool_)
     pop_limit = np.zeros(n_pops, dtype=np.int64)
-    keep_u = np.full(total, ir.DECAY_UNITY, dtype=np.int64)
-    keep_v = np.full(total, ir.DECAY_UNITY, dtype=np.int64)
-    bias = np.zeros(total, dtype=np.int64)
-    vth = np.zeros(total, dtype=np.int64)
-    reset_keep = np.zeros(total, dtype=np.int64)
-    reset_add = np.zeros(total, dtype=np.int64)
-    refractory = np.zeros(total, dtype=np.int64)
     for index, pop in enumerate(graph.populations):
-        if pop.model == "input":
-            continue
-        q = pop.quant
-        assert q is not None
-        span = slice(offsets[pop.name], offsets[pop.name] + pop.size)
-        keep_u[span] = ir.DECAY_UNITY - np.asarray(q.i_decay, dtype=np.int64)
-        keep_v[span] = ir.DECAY_UNITY - np.asarray(q.v_decay, dtype=np.int64)
-        bias[span] = np.left_shift(np.asarray(q.bias_mant, dtype=np.int64), np.asarray(q.bias_exp, dtype=np.int64))
-        vth[span] = np.left_shift(np.asarray(q.vth, dtype=np.int64), ir.ACT_SHIFT)
-        pop_limit[index] = (1 << (q.state_bits - 1)) - 1
-        pop_spiking[index] = q.spiking
-        refractory[span] = q.refractory
-        vreset = np.left_shift(q.vreset_or_zeros(), ir.ACT_SHIFT)
-        if q.reset == "zero":
-            reset_add[span] = vreset
-        elif q.reset == "subtract":
-            reset_keep[span] = 1
-            reset_add[span] = vreset - vth[span]
-        else:
-            reset_keep[span] = 1
+        if pop.model != "input":
+            assert pop.quant is not None
+            pop_limit[index] = (1 << (pop.quant.state_bits - 1)) - 1
+            pop_spiking[index] = pop.quant.spiking
+    params = base.neuron_parameters(graph, offsets, total)  # input neurons keep zeros: they are never updated
+    keep_u, keep_v, bias, vth = params["keep_u"], params["keep_v"], params["bias"], params["vth"]
+    reset_keep, reset_add, refractory = params["reset_keep"], params["reset_add"], params["refractory"]
     # the stimulus matrix holds the inputs side by side in graph.inputs order
     column = 0
     for name in graph.inputs:

@@ -29,9 +29,6 @@ import numpy as np
 from snnc.backends import base
 from snnc.compiler import ir
 
-DECAY_UNITY = 4096
-ACT_SHIFT = 6
-
 
 def signed_bits(lo: int, hi: int) -> int:
     """Fewest two's-complement bits holding every integer in [lo, hi] (at least 2)."""
@@ -82,35 +79,10 @@ class Design:
 
 
 def _neuron_table(graph: ir.Graph, n_neurons: int, offsets: dict[str, int]) -> dict[str, np.ndarray]:
-    """Per-neuron parameter fields exactly as the core uses them (see snn_core.v's header)."""
-    table = {name: np.zeros(n_neurons, dtype=np.int64) for name in
-             ("keep_u", "keep_v", "vth", "bias", "rmode", "radd", "spiking", "refr", "limit")}
-    for pop in graph.populations:
-        if pop.model == "input":
-            continue
-        q = pop.quant
-        assert q is not None
-        span = slice(offsets[pop.name], offsets[pop.name] + pop.size)
-        table["keep_u"][span] = DECAY_UNITY - np.asarray(q.i_decay, dtype=np.int64)
-        table["keep_v"][span] = DECAY_UNITY - np.asarray(q.v_decay, dtype=np.int64)
-        table["bias"][span] = np.left_shift(np.asarray(q.bias_mant, np.int64), np.asarray(q.bias_exp, np.int64))
-        table["limit"][span] = (1 << (q.state_bits - 1)) - 1
-        if not q.spiking:
-            table["rmode"][span] = 1  # v := v + 0: never used, but constant fields cost nothing
-            continue
-        vth = np.left_shift(np.asarray(q.vth, np.int64), ACT_SHIFT)
-        vreset = np.left_shift(q.vreset_or_zeros(), ACT_SHIFT)
-        table["vth"][span] = vth
-        table["spiking"][span] = 1
-        table["refr"][span] = q.refractory
-        if q.reset == "zero":
-            table["radd"][span] = vreset
-        elif q.reset == "subtract":
-            table["rmode"][span] = 1
-            table["radd"][span] = vreset - vth
-        else:
-            table["rmode"][span] = 1
-    return table
+    """Per-neuron parameter fields under the core's names (see snn_core.v's header and ``base.neuron_parameters``)."""
+    p = base.neuron_parameters(graph, offsets, n_neurons)
+    return {"keep_u": p["keep_u"], "keep_v": p["keep_v"], "vth": p["vth"], "bias": p["bias"], "rmode": p["reset_keep"],
+            "radd": p["reset_add"], "spiking": p["spiking"], "refr": p["refractory"], "limit": p["limit"]}
 
 
 def _synapses(graph: ir.Graph, offsets: dict[str, int], input_source: dict[str, int]) -> tuple[np.ndarray, ...]:
@@ -185,17 +157,7 @@ def lower(graph: ir.Graph, fpga: Any, graph_hash: str) -> Design:
     lanes = int(fpga.lanes)
     if lanes < 1 or lanes & (lanes - 1):
         raise ValueError(f"fpga.lanes must be a power of two, got {lanes}")
-    offsets: dict[str, int] = {}
-    n_neurons = 0
-    for pop in graph.populations:
-        if pop.model != "input":
-            offsets[pop.name] = n_neurons
-            n_neurons += pop.size
-    input_offsets: dict[str, int] = {}
-    n_inputs = 0
-    for name in graph.inputs:
-        input_offsets[name] = n_inputs
-        n_inputs += graph.population(name).size
+    offsets, n_neurons, input_offsets, n_inputs = base.neuron_numbering(graph)
     if n_neurons == 0 or n_inputs == 0:
         raise ValueError("the FPGA core needs at least one input and one non-input neuron")
     n_sources = n_neurons + n_inputs
@@ -283,7 +245,7 @@ def lower(graph: ir.Graph, fpga: Any, graph_hash: str) -> Design:
 
     vth_bits, bias_bits, radd_bits = widths["vth"], widths["bias"], widths["radd"]
     pu_w = state_bits + 14
-    a6_w = acc_bits + ACT_SHIFT
+    a6_w = acc_bits + ir.ACT_SHIFT
     vd_w = max(pu_w, bias_bits) + 1
     config: dict[str, int] = {
         "N_NEURONS": n_neurons, "NEURON_BITS": unsigned_bits(n_neurons - 1),

@@ -130,31 +130,12 @@ class Program:
 
 
 def _neuron_params(graph: ir.Graph, offsets: dict[str, int], n: int) -> dict[str, np.ndarray]:
-    p = {name: np.zeros(n, dtype=np.int64) for name in
-         ("keep_u", "keep_v", "bias", "vth", "reset_keep", "reset_add", "refractory", "limit", "spiking", "pop")}
+    """``base.neuron_parameters`` plus each neuron's population index (for the saturation counts)."""
+    p = base.neuron_parameters(graph, offsets, n)
+    p["pop"] = np.zeros(n, dtype=np.int64)
     for index, pop in enumerate(graph.populations):
-        if pop.model == "input":
-            continue
-        q = pop.quant
-        assert q is not None
-        span = slice(offsets[pop.name], offsets[pop.name] + pop.size)
-        p["keep_u"][span] = ir.DECAY_UNITY - np.asarray(q.i_decay, dtype=np.int64)
-        p["keep_v"][span] = ir.DECAY_UNITY - np.asarray(q.v_decay, dtype=np.int64)
-        p["bias"][span] = np.left_shift(np.asarray(q.bias_mant, np.int64), np.asarray(q.bias_exp, np.int64))
-        vth = np.left_shift(np.asarray(q.vth, np.int64), ir.ACT_SHIFT)
-        p["vth"][span] = vth
-        p["limit"][span] = (1 << (q.state_bits - 1)) - 1
-        p["spiking"][span] = int(q.spiking)
-        p["refractory"][span] = q.refractory
-        p["pop"][span] = index
-        vreset = np.left_shift(q.vreset_or_zeros(), ir.ACT_SHIFT)
-        if q.reset == "zero":
-            p["reset_add"][span] = vreset
-        elif q.reset == "subtract":
-            p["reset_keep"][span] = 1
-            p["reset_add"][span] = vreset - vth
-        else:
-            p["reset_keep"][span] = 1
+        if pop.model != "input":
+            p["pop"][offsets[pop.name]:offsets[pop.name] + pop.size] = index
     return p
 
 
@@ -219,17 +200,7 @@ def _projection_links(proj: ir.Projection, src: slice, dst: slice, n_dst: int, d
 
 def build(graph: ir.Graph, device: torch.device) -> Program:
     """Flatten a checked quantized graph onto ``device``."""
-    offsets: dict[str, int] = {}
-    n = 0
-    for pop in graph.populations:
-        if pop.model != "input":
-            offsets[pop.name] = n
-            n += pop.size
-    input_offsets: dict[str, int] = {}
-    n_inputs = 0
-    for name in graph.inputs:
-        input_offsets[name] = n_inputs
-        n_inputs += graph.population(name).size
+    offsets, n, input_offsets, n_inputs = base.neuron_numbering(graph)
     params = _neuron_params(graph, offsets, n)
     source = {**offsets, **{name: n + off for name, off in input_offsets.items()}}
     links: list[Link] = []
