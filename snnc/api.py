@@ -125,9 +125,28 @@ def check(
     if any(f.rule not in resources.ESTIMATED_RULES for f in result.errors):
         return result
     try:
-        return resources.placed(result, place.run(partition.run(quantized, hw_config), hw_config), hw_config)
+        result = resources.placed(result, place.run(partition.run(quantized, hw_config), hw_config), hw_config)
     except resources.ResourceError as exc:
         return resources.refused(result, exc.finding)
+    return _fpga_memory_check(result, quantized, tgt, hw_config)
+
+
+def _fpga_memory_check(result: resources.CheckResult, quantized: ir.Graph, tgt: targets.Target,
+                       hw_config: hwmod.HardwareConfig) -> resources.CheckResult:
+    """For FPGA targets whose backend is installed, add the block-RAM map compile checks before synthesis."""
+    module = targets.backend_module(tgt.backend) if tgt.backend == "fpga" else None
+    if module is None or module.available() is not None or not result.fits:
+        return result
+    findings = tuple(
+        resources.Finding("error", s["field"], f"{s['largest']} memory", s["required"], s["available"],
+                          hint=f"the FPGA core needs {s['required']:,} {s['unit']} of {s['resource']} "
+                               f"(largest: {s['largest']}); shrink the network or choose a bigger part (docs/fpga.md)",
+                          source=hw_config.source)
+        for s in module.memory_shortfalls(quantized, hw_config))
+    if not findings:
+        return result
+    return resources.CheckResult(result.target, result.source, result.rows, result.errors + findings,
+                                 result.warnings, result.cores)
 
 
 def export(

@@ -134,6 +134,18 @@ def _fit(design: lowering.Design, hw: Any) -> tuple[dict, str]:
     return resources.check_fit(design_memories(design, "spram"), fpga, hw.source), "spram"
 
 
+def memory_shortfalls(graph: ir.Graph, hw: Any) -> list[dict]:
+    """What the design lacks in block RAM on ``hw`` (``resources.FitError.shortfalls``); [] when it fits.
+
+    The same estimate ``compile`` makes before synthesis, for ``snnc check``.
+    """
+    try:
+        _fit(lowering.lower(graph, hw.fpga, ir.graph_hash(graph)), hw)
+    except resources.FitError as exc:
+        return exc.shortfalls
+    return []
+
+
 def throughput(design: lowering.Design, fmax_mhz: float | None, clock_mhz: float,
                cycles: np.ndarray | None = None) -> dict[str, Any]:
     """The cycles-per-timestep model, its bounds and timesteps/s at Fmax and at the board clock.

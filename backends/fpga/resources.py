@@ -53,7 +53,15 @@ _FAMILY_NAMES = {"ice40": "iCE40", "ecp5": "ECP5", "generic": "generic FPGA"}
 
 
 class FitError(base.FitError):
-    """The design's memories need more block RAM than the part has (one line, names the resource)."""
+    """The design's memories need more block RAM than the part has (one line, names the resource).
+
+    ``shortfalls`` holds the same facts as data: one ``{"resource", "unit", "required", "available",
+    "field", "largest"}`` per short resource (``largest``: the biggest memory's name).
+    """
+
+    def __init__(self, message: str, shortfalls: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.shortfalls = shortfalls or []
 
 
 @dataclass(frozen=True)
@@ -165,12 +173,15 @@ def check_fit(memories: list[Memory], fpga: FpgaTarget, source: str = "") -> dic
 
     over = []
     fields = []
+    shortfalls = []
     for key, (label, unit, available, field) in resources.items():
         entry = result[key]
         if entry["required"] > available:
             over.append(f"{label} needs {entry['required']:,} of {available:,} {unit} ({_contributors(entry['by_memory'])})")
             fields.append(f"fpga.{field}")
+            shortfalls.append({"resource": label, "unit": unit, "required": entry["required"], "available": available,
+                               "field": f"fpga.{field}", "largest": max(entry["by_memory"], key=entry["by_memory"].get)})
     if over:  # every resource that is short, so the user sees the whole gap at once
         where = f"{source}: {', '.join(fields)}" if source else ", ".join(fields)
-        raise FitError(f"does not fit {part_name(fpga)}: {'; '.join(over)} ({where})")
+        raise FitError(f"does not fit {part_name(fpga)}: {'; '.join(over)} ({where})", shortfalls)
     return result
