@@ -106,15 +106,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    """An artifact directory: compare it with ``--against``; a model file: the pass/fail matrix over ``--targets``."""
     from snnc.runtime import execute, verify
 
     from_file = args.stimuli is not None and not args.stimuli.isdigit()
     stimulus = execute.read_stimulus(args.stimuli) if from_file else None
+    labels = execute.read_labels(args.stimuli) if from_file else None
     samples = int(args.stimuli) if args.stimuli is not None and not from_file else verify.DEFAULT_SAMPLES
-    comparison = verify.verify_artifact(args.artifact, against=args.against, stimulus=stimulus, steps=args.steps,
-                                        samples=samples, seed=args.seed)
-    print(verify.format_comparison(comparison, str(args.artifact), args.against))
-    return 0 if comparison.equal else EXIT_ERROR
+    path = Path(args.artifact)
+    if (path / "manifest.json").is_file():
+        if args.targets is not None:
+            raise ValueError(f"{path} is a compiled artifact: --targets applies to model files (use --against)")
+        comparison = verify.verify_artifact(path, against=args.against, stimulus=stimulus, steps=args.steps,
+                                            samples=samples, seed=args.seed, mode=args.mode, tolerance=args.tolerance,
+                                            labels=labels)
+        print(verify.format_comparison(comparison, str(args.artifact), args.against))
+        return 0 if comparison.passed else EXIT_ERROR
+    if path.is_dir():
+        raise ValueError(f"{path}: a directory without manifest.json is not a compiled artifact")
+    if not path.is_file():
+        raise ValueError(f"{path}: no such model file or artifact directory")
+    names = verify.parse_targets(args.targets)
+    rows = verify.verify_matrix(path, names, stimulus=stimulus, steps=args.steps, samples=samples, seed=args.seed,
+                                mode=args.mode, tolerance=args.tolerance, labels=labels, bitstream=args.bitstream)
+    print(verify.format_matrix(rows))
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"model": str(path), "mode": args.mode, "tolerance": args.tolerance,
+                                   "targets": [row.to_json() for row in rows]}, indent=2) + "\n")
+        print(f"wrote {out}")
+    return EXIT_ERROR if any(row.failed for row in rows) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,13 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run a data set (B, T, ...) in chunks of B samples, with a progress bar")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("verify", help="prove a compiled artifact spikes exactly like a reference target")
-    p.add_argument("artifact", help="artifact directory from `snnc compile`")
-    p.add_argument("--against", default="cpu", help="reference target (default cpu, the golden reference)")
+    p = sub.add_parser("verify", help="prove compiled targets spike like the CPU reference (one artifact, or a "
+                                      "model across targets as a pass/fail matrix)")
+    p.add_argument("artifact", metavar="MODEL_OR_DIR",
+                   help="artifact directory from `snnc compile` (checked against --against), or a model file "
+                        "(.nir, .onnx, .npz graph) compiled for every --targets entry")
+    p.add_argument("--against", default="cpu", help="artifact directory: reference target (default cpu)")
+    p.add_argument("--targets", metavar="T1,T2",
+                   help="model file: comma-separated targets (default: every target `snnc targets` lists as ready)")
     p.add_argument("--stimuli", metavar="N|FILE",
-                   help="number of random stimuli (default 4) or a stimulus .npz")
+                   help="number of random stimuli (default 4) or a stimulus .npz (its labels feed statistical mode)")
     p.add_argument("--steps", type=int, help="steps per stimulus (default: the file's length, or 50 for random)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random stimuli (default 0)")
+    p.add_argument("--mode", choices=("exact", "bounded", "statistical"), default="exact",
+                   help="exact: every spike, u and v; bounded: each spike within +-TOLERANCE steps; statistical: "
+                        "firing rates within a relative TOLERANCE (and accuracy within 1 point with labels)")
+    p.add_argument("--tolerance", type=float, metavar="K",
+                   help="bounded: steps (default 1); statistical: relative rate difference (default 0.05)")
+    p.add_argument("--json", metavar="OUT.json", help="model file: write the matrix as JSON")
+    p.add_argument("--bitstream", action="store_true",
+                   help="model file: FPGA targets also synthesize a bitstream (slow; off by default since the RTL "
+                        "simulation runs the Verilog either way)")
     p.set_defaults(func=_cmd_verify)
     return parser
 
