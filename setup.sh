@@ -6,7 +6,7 @@ PYTHON="${PYTHON:-python3}"
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # torch is pinned to 2.13.0 (pyproject extra "torch"); numpy stays < 2 for lava-nc
-"${PIP[@]}" -e ".[dev,torch,fpga]"
+"${PIP[@]}" -e ".[dev,torch,fpga,cluster]"
 # norse 1.1.0 declares torchvision and an unpinned torch; --no-deps keeps torch 2.13.0 (research/nir.md §5)
 "${PIP[@]}" --no-deps "norse==1.1.0"
 # Lava (research/lava_loihi.md §0, §6): lava-nc 0.10.0 and lava-dl 0.6.0 declare Python < 3.11 and pin old torch,

@@ -462,7 +462,7 @@ def parse_targets(spec: str | None) -> list[str]:
 def verify_matrix(model: str | Path, target_names: list[str], stimulus: Mapping[str, np.ndarray] | None = None,
                   steps: int | None = None, samples: int = DEFAULT_SAMPLES, seed: int = 0, mode: str = "exact",
                   tolerance: float | None = None, labels: np.ndarray | None = None, bitstream: bool = False,
-                  work_dir: str | Path | None = None) -> list[MatrixRow]:
+                  work_dir: str | Path | None = None, workers: int = 1, address: str | None = None) -> list[MatrixRow]:
     """Compile ``model`` for each target, run the same stimuli, and compare each with the CPU reference.
 
     Each target may quantize differently, so the reference of a target is the
@@ -471,40 +471,66 @@ def verify_matrix(model: str | Path, target_names: list[str], stimulus: Mapping[
     a "DOES NOT FIT" row; the others still run. ``bitstream`` is off by
     default: FPGA targets stop at Verilog, which is what their RTL simulation
     runs, so synthesis would only cost minutes. Random stimuli are drawn from
-    the first target that compiles.
+    the model's input shapes, so every target sees the same ones.
+
+    ``workers`` > 1 fans the targets out over a local Dask cluster of that many
+    worker processes; ``address`` ("tcp://host:8786") uses an existing Dask
+    scheduler instead. Rows come back in ``target_names`` order either way.
     """
+    from snnc.compiler.frontends.load import load_model
+
+    if mode not in MODES:
+        raise ValueError(f"unknown comparison mode '{mode}' (known: {', '.join(MODES)})")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    if stimulus is None:
+        graph = model if isinstance(model, ir.Graph) else load_model(model)
+        stimulus = random_stimulus(graph, samples=samples, steps=steps or DEFAULT_STEPS, seed=seed)
+    with tempfile.TemporaryDirectory(prefix="snnc-verify-") as tmp:
+        root = Path(work_dir) if work_dir is not None else Path(tmp)
+        jobs = [(model, name, stimulus, steps, mode, tolerance, labels, bitstream, root) for name in target_names]
+        if workers == 1 and address is None:
+            return [_matrix_row(*job) for job in jobs]
+        return _on_dask(jobs, workers, address)
+
+
+def _on_dask(jobs: list[tuple], workers: int, address: str | None) -> list[MatrixRow]:
+    """Run matrix rows on Dask: a local cluster of ``workers`` processes, or the scheduler at ``address``."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise ValueError("--workers/--address need dask.distributed (bash setup.sh installs it)") from exc
+    if address is not None:
+        with Client(address) as client:
+            return client.gather([client.submit(_matrix_row, *job, pure=False) for job in jobs])
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        return client.gather([client.submit(_matrix_row, *job, pure=False) for job in jobs])
+
+
+def _matrix_row(model: str | Path, name: str, stimulus: Mapping[str, np.ndarray], steps: int | None, mode: str,
+                tolerance: float | None, labels: np.ndarray | None, bitstream: bool, root: Path) -> MatrixRow:
+    """One target of the matrix: compile, run, run the CPU reference on its graph, compare (picklable for Dask)."""
     import time
 
     import snnc
 
-    if mode not in MODES:
-        raise ValueError(f"unknown comparison mode '{mode}' (known: {', '.join(MODES)})")
-    rows: list[MatrixRow] = []
-    with tempfile.TemporaryDirectory(prefix="snnc-verify-") as tmp:
-        root = Path(work_dir) if work_dir is not None else Path(tmp)
-        for name in target_names:
-            start = time.perf_counter()
-            try:
-                artifact = snnc.compile(model, target=name, out_dir=root / name, bitstream=bitstream)
-                graph = artifact.graph
-                if stimulus is None:
-                    stimulus = random_stimulus(graph, samples=samples, steps=steps or DEFAULT_STEPS, seed=seed)
-                reference = reference_artifact(graph, "cpu", root / f"{name}-cpu-reference")
-                expected = reference.run(stimulus, steps=steps, record_state=True)
-                got = artifact.run(stimulus, steps=steps, record_state=True)
-                comparison = compare(graph, got, expected, mode=mode, tolerance=tolerance, labels=labels)
-            except base.FitError as exc:
-                rows.append(MatrixRow(name, "DOES NOT FIT", message=" ".join(str(exc).split()),
-                                      seconds=time.perf_counter() - start))
-                continue
-            except Exception as exc:  # noqa: BLE001 - one broken target must not hide the others' results
-                rows.append(MatrixRow(name, "ERROR", message=f"{type(exc).__name__}: {' '.join(str(exc).split())}",
-                                      seconds=time.perf_counter() - start))
-                continue
-            d = comparison.divergence
-            rows.append(MatrixRow(name, "PASS" if comparison.passed else "FAIL", comparison,
-                                  message="" if d is None else d.describe(), seconds=time.perf_counter() - start))
-    return rows
+    start = time.perf_counter()
+    try:
+        artifact = snnc.compile(model, target=name, out_dir=root / name, bitstream=bitstream)
+        graph = artifact.graph
+        reference = reference_artifact(graph, "cpu", root / f"{name}-cpu-reference")
+        expected = reference.run(stimulus, steps=steps, record_state=True)
+        got = artifact.run(stimulus, steps=steps, record_state=True)
+        comparison = compare(graph, got, expected, mode=mode, tolerance=tolerance, labels=labels)
+    except base.FitError as exc:
+        return MatrixRow(name, "DOES NOT FIT", message=" ".join(str(exc).split()), seconds=time.perf_counter() - start)
+    except Exception as exc:  # noqa: BLE001 - one broken target must not hide the others' results
+        return MatrixRow(name, "ERROR", message=f"{type(exc).__name__}: {' '.join(str(exc).split())}",
+                         seconds=time.perf_counter() - start)
+    d = comparison.divergence
+    return MatrixRow(name, "PASS" if comparison.passed else "FAIL", comparison,
+                     message="" if d is None else d.describe(), seconds=time.perf_counter() - start)
 
 
 def format_matrix(rows: list[MatrixRow]) -> str:

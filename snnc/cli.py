@@ -117,6 +117,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if (path / "manifest.json").is_file():
         if args.targets is not None:
             raise ValueError(f"{path} is a compiled artifact: --targets applies to model files (use --against)")
+        if args.workers != 1 or args.address:
+            raise ValueError(f"{path} is a compiled artifact: --workers and --address apply to model files (the matrix)")
         comparison = verify.verify_artifact(path, against=args.against, stimulus=stimulus, steps=args.steps,
                                             samples=samples, seed=args.seed, mode=args.mode, tolerance=args.tolerance,
                                             labels=labels)
@@ -128,7 +130,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         raise ValueError(f"{path}: no such model file or artifact directory")
     names = verify.parse_targets(args.targets)
     rows = verify.verify_matrix(path, names, stimulus=stimulus, steps=args.steps, samples=samples, seed=args.seed,
-                                mode=args.mode, tolerance=args.tolerance, labels=labels, bitstream=args.bitstream)
+                                mode=args.mode, tolerance=args.tolerance, labels=labels, bitstream=args.bitstream,
+                                workers=args.workers, address=args.address)
     print(verify.format_matrix(rows))
     if args.json:
         out = Path(args.json)
@@ -220,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bitstream", action="store_true",
                    help="model file: FPGA targets also synthesize a bitstream (slow; off by default since the RTL "
                         "simulation runs the Verilog either way)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="model file: verify the targets in parallel on a local Dask cluster of N worker processes")
+    p.add_argument("--address", metavar="tcp://HOST:PORT",
+                   help="model file: run on an existing Dask scheduler instead of a local cluster")
     p.set_defaults(func=_cmd_verify)
     return parser
 

@@ -162,3 +162,33 @@ def test_matrix_cli_unknown_target_is_one_line_error(tmp_path, capsys):
     assert code == 1
     lines = [line for line in stderr.splitlines() if not line.startswith("snnc: warning:")]
     assert len(lines) == 1 and lines[0].startswith("snnc: error: ") and "tpu9000" in lines[0]
+
+
+def test_matrix_with_two_dask_workers_gives_the_same_result_as_one(tmp_path, capsys):
+    from tests.test_lava_equivalence import lava_network
+
+    graph, _ = lava_network(7)
+    model = tmp_path / "net.npz"
+    ir.save(graph, model)
+    results = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}.json"
+        code = main(["verify", str(model), "--targets", "cpu,gpu,fpga-verilog", "--stimuli", "3", "--steps", "30",
+                     "--workers", workers, "--json", str(out)])
+        assert code == 0, capsys.readouterr()
+        rows = json.loads(out.read_text())["targets"]
+        for row in rows:
+            row.pop("seconds", None)
+        results.append(rows)
+    assert results[0] == results[1]
+    assert [row["status"] for row in results[0]] == ["PASS"] * 3
+    assert all(row["comparison"]["spikes_compared"] > 0 for row in results[0])
+
+
+def test_workers_on_an_artifact_directory_is_one_line_error(tmp_path, capsys):
+    model = tmp_path / "net.npz"
+    ir.save(bias_network([100]), model)
+    assert main(["compile", str(model), "--target", "cpu", "-o", str(tmp_path / "art")]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(tmp_path / "art"), "--workers", "2"]) == 1
+    assert "--workers and --address apply to model files" in capsys.readouterr().err
