@@ -178,6 +178,26 @@ def normalize_stimulus(graph: ir.Graph, stimulus: Mapping[str, np.ndarray],
     return out, t, batched_flags.pop()
 
 
+def input_raster(spikes: np.ndarray, record_state: bool) -> Raster:
+    """An input population's raster: its stimulus, with all-zero u and v when state is recorded (inputs have none)."""
+    zeros = np.zeros(spikes.shape, np.int64) if record_state else None
+    return Raster(spikes=spikes, v=zeros, u=zeros)
+
+
+def quantized_reasons(graph: ir.Graph) -> list[str]:
+    """[] when ``graph`` is a valid quantized graph, else why not (the missing integer parameters, or the check)."""
+    if not graph.is_quantized:
+        missing = [f"population '{p.name}'" for p in graph.populations if p.model != "input" and p.quant is None]
+        missing += [f"projection '{p.name}'" for p in graph.projections if p.quant is None]
+        return [f"graph is not quantized (run the quantize pass first): {', '.join(missing)} "
+                "has no integer parameters"]
+    try:
+        ir.check(graph, "quantized")
+    except ir.IRError as exc:
+        return [str(exc)]
+    return []
+
+
 def neuron_numbering(graph: ir.Graph) -> tuple[dict[str, int], int, dict[str, int], int]:
     """(first id of each non-input population, N, first index of each input population, I).
 

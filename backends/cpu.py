@@ -104,16 +104,7 @@ def _effective_weights(proj: ir.Projection) -> np.ndarray:
 
 
 def _reasons(graph: ir.Graph) -> list[str]:
-    if not graph.is_quantized:
-        missing = [f"population '{p.name}'" for p in graph.populations if p.model != "input" and p.quant is None]
-        missing += [f"projection '{p.name}'" for p in graph.projections if p.quant is None]
-        return [f"graph is not quantized (run the quantize pass first): {', '.join(missing)} "
-                "has no integer parameters"]
-    try:
-        ir.check(graph, "quantized")
-    except ir.IRError as exc:
-        return [str(exc)]
-    return base.int64_reasons(graph, "the CPU backend")
+    return base.quantized_reasons(graph) or base.int64_reasons(graph, "the CPU backend")
 
 
 def unsupported(graph: ir.Graph, hw: Any) -> list[str]:

@@ -82,11 +82,9 @@ def available() -> str | None:
 
 def unsupported(graph: ir.Graph, hw: Any) -> list[str]:
     """Why the core cannot run ``graph`` exactly; [] when it can."""
-    reasons = []
-    try:
-        ir.check(graph, "quantized")
-    except ir.IRError as exc:
-        return [f"the graph is not a valid quantized graph ({exc})"]
+    reasons = base.quantized_reasons(graph)
+    if reasons:
+        return reasons
     neurons = sum(p.size for p in graph.populations if p.model != "input")
     if neurons > 65536:
         reasons.append(f"{neurons:,} neurons: the host protocol addresses at most 65,536 (16-bit ids)")
@@ -215,8 +213,7 @@ class FpgaArtifact:
         rasters = {}
         for pop in self.graph.populations:
             if pop.model == "input":
-                zeros = np.zeros(arrays[pop.name].shape, np.int64) if record_state else None
-                raster = Raster(spikes=arrays[pop.name], v=zeros, u=zeros)
+                raster = base.input_raster(arrays[pop.name], record_state)
             else:
                 span = slice(mapping["neurons"][pop.name], mapping["neurons"][pop.name] + pop.size)
                 keep_v = record_state or not pop.quant.spiking

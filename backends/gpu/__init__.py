@@ -48,13 +48,7 @@ def available() -> str | None:
 
 def unsupported(graph: ir.Graph, hw: Any) -> list[str]:
     """Reasons this backend cannot run ``graph`` (the CPU reference's int64 limits); [] when it can."""
-    if not graph.is_quantized:
-        return ["graph is not quantized (run the quantize pass first)"]
-    try:
-        ir.check(graph, "quantized")
-    except ir.IRError as exc:
-        return [str(exc)]
-    return base.int64_reasons(graph, "the GPU backend")
+    return base.quantized_reasons(graph) or base.int64_reasons(graph, "the GPU backend")
 
 
 def default_devices() -> list[str]:
@@ -135,8 +129,7 @@ class GpuArtifact:
         rasters = {}
         for pop in self.graph.populations:
             if pop.model == "input":
-                zeros = np.zeros(arrays[pop.name].shape, np.int64) if record_state else None
-                raster = Raster(spikes=arrays[pop.name], v=zeros, u=zeros)
+                raster = base.input_raster(arrays[pop.name], record_state)
             else:
                 start = prog.neuron_offsets[pop.name]
                 keep_v = v is not None and start in v_at

@@ -146,9 +146,7 @@ def _rasters(graph: ir.Graph, result: Mapping[str, np.ndarray], stimulus: Mappin
     rasters = {}
     for pop in graph.populations:
         if pop.model == "input":
-            spikes = stimulus[pop.name]
-            zeros = np.zeros(spikes.shape, np.int64) if record_state else None
-            raster = Raster(spikes=spikes, v=zeros, u=zeros)
+            raster = base.input_raster(stimulus[pop.name], record_state)
         else:
             spikes = result.get(f"spikes/{pop.name}")
             if spikes is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from snnc.backends import base
 from snnc.compiler import ir
 
 STATE_BITS = 24
@@ -72,12 +73,9 @@ def _projection_reasons(proj: ir.Projection) -> list[str]:
 
 def reasons(graph: ir.Graph) -> list[str]:
     """Every reason Lava cannot run ``graph`` bit-exactly; [] when it can."""
-    if not graph.is_quantized:
-        return ["graph is not quantized (run the quantize pass first)"]
-    try:
-        ir.check(graph, "quantized")
-    except ir.IRError as exc:
-        return [str(exc)]
+    invalid = base.quantized_reasons(graph)
+    if invalid:
+        return invalid
     out: list[str] = []
     for pop in graph.populations:
         if pop.model != "input":
