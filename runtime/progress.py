@@ -8,8 +8,12 @@ never disturbed: it writes to stderr.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import TextIO
+
+QUIET = False
+"""Set by ``snnc --quiet`` (and ``--json`` to stdout): no bar is drawn anywhere."""
 
 
 class Progress:
@@ -21,7 +25,7 @@ class Progress:
         self.label = label
         self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.enabled = (self.stream.isatty() and not QUIET) if enabled is None else enabled
         self.done = 0
         self.start = time.perf_counter()
 
@@ -50,5 +54,48 @@ class Progress:
 
     def _draw(self) -> None:
         if self.enabled:
+            self.stream.write("\r" + self.line())
+            self.stream.flush()
+
+
+class Activity:
+    """``with Activity("place and route"):`` one line with the elapsed seconds, for work of unknown length.
+
+    A background thread redraws it every ``interval`` seconds; like :class:`Progress` it draws only on a terminal
+    (and never under ``--quiet``). A step shorter than ``interval`` draws nothing at all.
+    """
+
+    def __init__(self, label: str, stream: TextIO | None = None, enabled: bool | None = None,
+                 interval: float = 1.0) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = (self.stream.isatty() and not QUIET) if enabled is None else enabled
+        self.interval = interval
+        self.start = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._drawn = False
+
+    def __enter__(self) -> Activity:
+        self.start = time.perf_counter()
+        if self.enabled:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._drawn:
+            self.stream.write(f"\r{self.line()}\n")
+            self.stream.flush()
+
+    def line(self) -> str:
+        return f"{self.label} ... {time.perf_counter() - self.start:.0f} s"
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._drawn = True
             self.stream.write("\r" + self.line())
             self.stream.flush()

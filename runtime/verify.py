@@ -35,6 +35,7 @@ from snnc.backends import base
 from snnc.compiler import hw as hwmod
 from snnc.compiler import ir
 from snnc.runtime import execute
+from snnc.runtime.progress import Progress
 from snnc.runtime.raster import Raster
 
 DEFAULT_SAMPLES = 4
@@ -490,7 +491,12 @@ def verify_matrix(model: str | Path, target_names: list[str], stimulus: Mapping[
         root = Path(work_dir) if work_dir is not None else Path(tmp)
         jobs = [(model, name, stimulus, steps, mode, tolerance, labels, bitstream, root) for name in target_names]
         if workers == 1 and address is None:
-            return [_matrix_row(*job) for job in jobs]
+            rows = []
+            with Progress(len(jobs), "verifying", unit="targets") as bar:
+                for job in jobs:
+                    rows.append(_matrix_row(*job))
+                    bar.update(1)
+            return rows
         return _on_dask(jobs, workers, address)
 
 

@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,18 +30,63 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"snnc: warning: {_one_line(message)}", file=sys.stderr)
 
 
-def _cmd_targets(args: argparse.Namespace) -> int:
+class Output:
+    """Where a command's results go: text on stdout, or JSON (``--json``: stdout, ``--json FILE``: a file).
+
+    ``--quiet`` drops the text (and progress bars); errors still reach stderr. With JSON on stdout the text is
+    dropped too, so the output parses.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.quiet = bool(getattr(args, "quiet", False))
+        self.json_target = getattr(args, "json", None)
+        self.payload: dict[str, Any] = {}
+
+    def text(self, message: str) -> None:
+        if not self.quiet and self.json_target != "-":
+            print(message)
+
+    def result(self, **fields: Any) -> None:
+        """Add ``fields`` to the JSON result."""
+        self.payload.update(fields)
+
+    def finish(self) -> None:
+        if not self.json_target:
+            return
+        text = json.dumps(self.payload, indent=2, default=_jsonable) + "\n"
+        if self.json_target == "-":
+            sys.stdout.write(text)
+            return
+        out = Path(self.json_target)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staged = out.with_name(f".{out.name}.partial")
+        staged.write_text(text)
+        staged.replace(out)
+        self.text(f"wrote {out}")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _cmd_targets(args: argparse.Namespace, out: Output) -> int:
     from snnc import targets
 
     rows = [(t.name, t.backend, t.hw, targets.status(t), t.summary) for t in targets.TARGETS.values()]
     header = ("target", "backend", "hw config", "status", "what")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    out.text("\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]))
+    out.result(targets=[dict(zip(("target", "backend", "hw", "status", "summary"), row)) for row in rows])
     return 0
 
 
-def _cmd_compile(args: argparse.Namespace) -> int:
+def _cmd_compile(args: argparse.Namespace, out: Output) -> int:
     from snnc import api
     from snnc.runtime import quant_report
 
@@ -51,31 +97,38 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     graph = artifact.graph
     neurons = sum(p.size for p in graph.populations if p.model != "input")
     synapses = sum(p.synapse_count for p in graph.projections)
-    print(f"compiled {args.model} for {args.target}: {len(graph.populations)} populations, "
-          f"{neurons:,} neurons, {synapses:,} synapses, dt={graph.dt:g} s -> {artifact.path}")
+    out.text(f"compiled {args.model} for {args.target}: {len(graph.populations)} populations, "
+             f"{neurons:,} neurons, {synapses:,} synapses, dt={graph.dt:g} s -> {artifact.path}")
+    out.result(model=str(args.model), target=args.target, artifact=str(artifact.path),
+               populations=len(graph.populations), neurons=neurons, synapses=synapses, dt=graph.dt)
     if args.dump_ir:
-        print(f"IR dumps after every pass in {args.dump_ir}")
+        out.text(f"IR dumps after every pass in {args.dump_ir}")
     report_path = Path(artifact.path) / quant_report.REPORT_FILE
     if args.stimuli or args.calibration:
-        print(quant_report.format_table(json.loads(report_path.read_text())))
-        print(f"quantization report in {report_path}")
+        report = json.loads(report_path.read_text())
+        out.text(quant_report.format_table(report))
+        out.text(f"quantization report in {report_path}")
+        out.result(quant_report=report)
     return 0
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
+def _cmd_check(args: argparse.Namespace, out: Output) -> int:
     from snnc import api
     from snnc.compiler import resources
 
     result = api.check(args.model, target=args.target, hw=args.hw, dt=args.dt, reset=args.reset,
                        calibration=args.calibration, weight_bits=args.weight_bits, per_channel=args.per_channel,
                        quant_config=args.quant_config)
-    print(resources.format_check(result))
+    out.text(resources.format_check(result))
     for finding in result.errors:
         print(f"snnc: does not fit: {finding.message()}", file=sys.stderr)
+    out.result(target=result.target, fits=result.fits,
+               resources=[{"resource": r.resource, "used": r.used, "available": r.available} for r in result.rows],
+               errors=[f.message() for f in result.errors], warnings=[f.message() for f in result.warnings])
     return 0 if result.fits else EXIT_ERROR
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _cmd_run(args: argparse.Namespace, out: Output) -> int:
     from snnc.runtime import execute, quant_report
 
     artifact = execute.load(args.artifact)
@@ -88,24 +141,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
         result = artifact.run(stimulus, steps=args.steps, record_state=args.record_state)
     if args.output:
         execute.write_result(args.output, result)
+    outputs = {}
     for name in graph.outputs:
         raster = result[name]
         kind = "spikes" if raster.v is None or raster.spikes.any() else "v trace"
-        print(f"{name}: {int(raster.spikes.sum()):,} spikes over {raster.steps} steps ({kind})")
+        out.text(f"{name}: {int(raster.spikes.sum()):,} spikes over {raster.steps} steps ({kind})")
+        outputs[name] = {"spikes": int(raster.spikes.sum()), "steps": raster.steps}
+    out.result(artifact=str(args.artifact), outputs=outputs)
     labels = execute.read_labels(args.input)
     if labels is not None:
         readout = quant_report.default_readout(graph)
         predicted = quant_report.predictions(result, graph.outputs[0], readout)
         if predicted.shape != labels.shape:
             raise ValueError(f"{args.input}: {labels.shape[0]} labels for {predicted.size} samples")
-        print(f"accuracy: {float((predicted == labels).mean()):.1%} on {labels.size:,} samples "
-              f"({'most output spikes' if readout == 'spikes' else 'largest final output v'})")
+        accuracy = float((predicted == labels).mean())
+        out.text(f"accuracy: {accuracy:.1%} on {labels.size:,} samples "
+                 f"({'most output spikes' if readout == 'spikes' else 'largest final output v'})")
+        out.result(accuracy=accuracy, samples=int(labels.size))
     if args.output:
-        print(f"wrote {args.output}")
+        out.text(f"wrote {args.output}")
+        out.result(output=str(args.output))
     return 0
 
 
-def _cmd_verify(args: argparse.Namespace) -> int:
+def _cmd_verify(args: argparse.Namespace, out: Output) -> int:
     """An artifact directory: compare it with ``--against``; a model file: the pass/fail matrix over ``--targets``."""
     from snnc.runtime import execute, verify
 
@@ -122,7 +181,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         comparison = verify.verify_artifact(path, against=args.against, stimulus=stimulus, steps=args.steps,
                                             samples=samples, seed=args.seed, mode=args.mode, tolerance=args.tolerance,
                                             labels=labels)
-        print(verify.format_comparison(comparison, str(args.artifact), args.against))
+        out.text(verify.format_comparison(comparison, str(args.artifact), args.against))
+        out.result(artifact=str(path), against=args.against, passed=comparison.passed,
+                   comparison=comparison.to_json())
         return 0 if comparison.passed else EXIT_ERROR
     if path.is_dir():
         raise ValueError(f"{path}: a directory without manifest.json is not a compiled artifact")
@@ -132,21 +193,35 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     rows = verify.verify_matrix(path, names, stimulus=stimulus, steps=args.steps, samples=samples, seed=args.seed,
                                 mode=args.mode, tolerance=args.tolerance, labels=labels, bitstream=args.bitstream,
                                 workers=args.workers, address=args.address)
-    print(verify.format_matrix(rows))
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"model": str(path), "mode": args.mode, "tolerance": args.tolerance,
-                                   "targets": [row.to_json() for row in rows]}, indent=2) + "\n")
-        print(f"wrote {out}")
+    out.text(verify.format_matrix(rows))
+    out.result(model=str(path), mode=args.mode, tolerance=args.tolerance, targets=[row.to_json() for row in rows])
     return EXIT_ERROR if any(row.failed for row in rows) else 0
+
+
+def _cmd_hil(args: argparse.Namespace, out: Output) -> int:
+    from snnc.runtime import execute, hil
+
+    from_file = args.stimuli is not None and not args.stimuli.isdigit()
+    stimulus = execute.read_stimulus(args.stimuli) if from_file else None
+    samples = int(args.stimuli) if args.stimuli is not None and not from_file else 4
+    with hil.open_board(args.artifact, args.port, baudrate=args.baud, timeout=args.timeout,
+                        retries=args.retries) as board:
+        result = hil.verify_on_board(board, stimulus, samples=samples, steps=args.steps, seed=args.seed)
+    out.text(hil.format_hil(result, str(args.artifact)))
+    out.result(artifact=str(args.artifact), **result.to_json())
+    return 0 if result.comparison.passed else EXIT_ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="snnc", description="Compile trained SNNs for neuromorphic targets.")
     parser.add_argument("--version", action="version", version=f"snnc {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors (no progress bars)")
+    common.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                        help="write the result as JSON: to stdout (no text then), or to FILE")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
+    sub = _Subcommands(parser.add_subparsers(dest="command", metavar="COMMAND"), common)
 
     p = sub.add_parser("targets", help="list the targets and whether they are usable here")
     p.set_defaults(func=_cmd_targets)
@@ -219,7 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "firing rates within a relative TOLERANCE (and accuracy within 1 point with labels)")
     p.add_argument("--tolerance", type=float, metavar="K",
                    help="bounded: steps (default 1); statistical: relative rate difference (default 0.05)")
-    p.add_argument("--json", metavar="OUT.json", help="model file: write the matrix as JSON")
     p.add_argument("--bitstream", action="store_true",
                    help="model file: FPGA targets also synthesize a bitstream (slow; off by default since the RTL "
                         "simulation runs the Verilog either way)")
@@ -228,7 +302,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", metavar="tcp://HOST:PORT",
                    help="model file: run on an existing Dask scheduler instead of a local cluster")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("hil", help="run an FPGA artifact on a board (or the simulated board) and verify it against "
+                                   "the CPU reference")
+    p.add_argument("artifact", metavar="DIR", help="FPGA artifact directory from `snnc compile --target fpga-*`")
+    p.add_argument("--port", "-p", default="sim",
+                   help="serial port of the board running DIR's bitstream (default 'sim': the simulated board, "
+                        "the artifact's RTL in Verilator behind a pseudo-terminal)")
+    p.add_argument("--baud", type=int, help="baud rate (default: the artifact's)")
+    p.add_argument("--stimuli", metavar="N|FILE", help="number of random stimuli (default 4) or a stimulus .npz")
+    p.add_argument("--steps", type=int, help="steps per stimulus (default: the file's length, or 50 for random)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random stimuli (default 0)")
+    p.add_argument("--timeout", type=float, help="seconds to wait for each reply before resending (default 1)")
+    p.add_argument("--retries", type=int, help="resends of one request before giving up (default 5)")
+    p.set_defaults(func=_cmd_hil)
     return parser
+
+
+class _Subcommands:
+    """``add_parser`` that gives every command the common options (--quiet, --json, --debug)."""
+
+    def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
+        self.action = action
+        self.common = common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return self.action.add_parser(name, parents=[self.common], **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,8 +338,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     warnings.showwarning = _show_warning
     np.seterr(all="ignore")
+    out = Output(args)
+    if out.quiet or out.json_target == "-":
+        from snnc.runtime import progress
+
+        progress.QUIET = True
     try:
-        return int(args.func(args))
+        code = int(args.func(args, out))
+        out.finish()
+        return code
     except KeyboardInterrupt:
         print("snnc: interrupted", file=sys.stderr)
         return 130

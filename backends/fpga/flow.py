@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from snnc.compiler.hw import FpgaTarget
+from snnc.runtime.progress import Activity
 
 #: Default per-tool timeout (seconds): a large ECP5 design routes in minutes, a hung tool must not hang CI.
 DEFAULT_TIMEOUT_S = 1800.0
@@ -146,8 +147,9 @@ def _run(argv: list[str], cwd: Path, log: Path, stage: str, timeout_s: float) ->
     start = time.perf_counter()
     with log.open("w", encoding="utf-8") as fh:
         try:
-            proc = subprocess.run(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  timeout=timeout_s)
+            with Activity(f"{stage} ({Path(argv[0]).name})"):
+                proc = subprocess.run(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      timeout=timeout_s)
         except subprocess.TimeoutExpired:
             # subprocess.run kills the child; YoWASP tools run inside that one process (WebAssembly).
             raise FlowError(f"{stage}: {Path(argv[0]).name} ran past {timeout_s:.0f} s and was stopped "
