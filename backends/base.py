@@ -16,12 +16,14 @@ never leaves a half-written directory behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +32,14 @@ import numpy as np
 from snnc import __version__
 from snnc.compiler import ir
 from snnc.runtime.raster import Raster
+
+ACTIVITY: Callable[[str], AbstractContextManager[Any]] | None = None
+"""Progress indicator for long backend work of unknown length; the CLI installs ``runtime.progress.Activity``."""
+
+
+def activity(label: str) -> AbstractContextManager[Any]:
+    """``with base.activity("place and route"):`` shows ``label`` and the elapsed time while the block runs."""
+    return ACTIVITY(label) if ACTIVITY is not None else contextlib.nullcontext()
 
 MANIFEST = "manifest.json"
 GRAPH_FILE = "graph.npz"

@@ -339,10 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     np.seterr(all="ignore")
     out = Output(args)
-    if out.quiet or out.json_target == "-":
-        from snnc.runtime import progress
+    from snnc.backends import base
+    from snnc.runtime import progress
 
-        progress.QUIET = True
+    base.ACTIVITY = progress.Activity  # tool runs and simulations show their elapsed time on a terminal
+    progress.QUIET = out.quiet or out.json_target == "-"
     try:
         code = int(args.func(args, out))
         out.finish()

@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from snnc.backends.base import activity
 from snnc.compiler.hw import FpgaTarget
-from snnc.runtime.progress import Activity
 
 #: Default per-tool timeout (seconds): a large ECP5 design routes in minutes, a hung tool must not hang CI.
 DEFAULT_TIMEOUT_S = 1800.0
@@ -147,7 +147,7 @@ def _run(argv: list[str], cwd: Path, log: Path, stage: str, timeout_s: float) ->
     start = time.perf_counter()
     with log.open("w", encoding="utf-8") as fh:
         try:
-            with Activity(f"{stage} ({Path(argv[0]).name})"):
+            with activity(f"{stage} ({Path(argv[0]).name})"):
                 proc = subprocess.run(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -35,7 +35,6 @@ from snnc import __version__
 from snnc.backends import base
 from snnc.backends.lava import limits, lowering
 from snnc.compiler import ir
-from snnc.runtime.progress import Activity
 from snnc.runtime.raster import Raster
 
 NAME = "lava"
@@ -112,7 +111,7 @@ class LavaArtifact:
                        "--output", str(out_path), "--steps", str(t)]
             if record_state:
                 command.append("--record-state")
-            with Activity(f"Lava simulation of {samples} sample(s) x {t} steps"):
+            with base.activity(f"Lava simulation of {samples} sample(s) x {t} steps"):
                 _run_subprocess(command, timeout)
             with np.load(out_path, allow_pickle=False) as npz:
                 result = {key: npz[key] for key in npz.files}
