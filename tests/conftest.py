@@ -38,3 +38,18 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped under CI, where nothing may be missing: {reason}"
+
+
+@pytest.fixture(scope="session")
+def hil_artifact(request, tmp_path_factory) -> Path:
+    """The FPGA artifact of the hil tests: ``--hil-artifact DIR`` (the network on a real board), else a small
+    recurrent network compiled for the iCE40 here; the simulated board then runs its RTL."""
+    option = request.config.getoption("--hil-artifact")
+    if option is not None:
+        return Path(option)
+    from snnc.backends import fpga
+    from snnc.compiler import hw as hwmod
+    from tests.test_fpga_uart import uart_network
+
+    return fpga.compile(uart_network(), hwmod.bundled_hw("ice40_up5k"), tmp_path_factory.mktemp("hil") / "fpga",
+                        bitstream=False).path

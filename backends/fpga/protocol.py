@@ -26,7 +26,7 @@ op       name         payload                                                 re
 =======  ===========  ======================================================  ===========================
 0x01     WRITE_MEM    ``space(1) addr(3) data...``                            ACK (0x81)
 0x10     SPIKES       ``n x index(2)``                                        ACK (0x90, empty payload)
-0x20     TICK         empty                                                   OUT_SPIKES (0x90)
+0x20     TICK         empty                                                   OUT_SPIKES (0xA0)
 0x30     CLEAR        empty                                                   ACK (0xB0)
 0x31     STATUS       empty                                                   STATUS reply (0xB1)
 =======  ===========  ======================================================  ===========================
@@ -39,7 +39,7 @@ op       name         payload                                                 re
 * **SPIKES** queues input spikes for the next TICK: each 2-byte entry is an input neuron index. Several SPIKES
   frames may precede one TICK. Any index ``>= N_INPUTS`` (or an odd payload length) is refused with NAK 4 and
   none of the frame's spikes is queued. Reply: ACK.
-* **TICK** runs one timestep of the network with the queued input spikes. Reply op 0x90 (OUT_SPIKES), payload
+* **TICK** runs one timestep of the network with the queued input spikes. Reply op 0xA0 (OUT_SPIKES), payload
   ``cycles(4) count(2) id(2) x count``: the clock cycles the core took for the step and the ids of the neurons
   that fired, in the order the core reported them (ascending within a step).
 * **CLEAR** zeroes all neuron state (start of a new sample). Reply: ACK, sent once the core has finished.
@@ -51,8 +51,7 @@ op       name         payload                                                 re
 Replies
 -------
 * ACK: ``op = request op | 0x80``, the request's ``seq``, empty payload -- except that STATUS answers 0xB1 with its
-  payload and TICK answers 0x90 (OUT_SPIKES). (An ACK of SPIKES is therefore also op 0x90, but with an empty
-  payload; the host tells them apart by what it asked.)
+  payload and TICK answers 0xA0 (OUT_SPIKES) with the fired ids. (SPIKES is acknowledged with 0x90.)
 * NAK: op 0xEE, the ``seq`` as received, payload ``code(1)``:
 
   ====  =====================================================================================
@@ -105,7 +104,7 @@ OP_STATUS = 0x31
 
 # reply ops
 ACK_FLAG = 0x80
-OP_OUT_SPIKES = OP_TICK | ACK_FLAG  # 0x90 (TICK's reply; equal to SPIKES' ACK, which has an empty payload)
+OP_OUT_SPIKES = OP_TICK | ACK_FLAG  # 0xA0, TICK's reply (SPIKES' ACK is 0x90)
 OP_STATUS_REPLY = OP_STATUS | ACK_FLAG  # 0xB1
 OP_NAK = 0xEE
 

@@ -38,8 +38,10 @@ QUIET_BYTE_TIMES = 64
 """Silence before a resend: twice the device's 32-byte-time frame timeout, so it has dropped any partial frame."""
 OP_NAMES = {protocol.OP_WRITE_MEM: "WRITE_MEM", protocol.OP_SPIKES: "SPIKES", protocol.OP_TICK: "TICK",
             protocol.OP_CLEAR: "CLEAR", protocol.OP_STATUS: "STATUS"}
-REPLY_OPS = {protocol.OP_WRITE_MEM: protocol.OP_WRITE_MEM | protocol.ACK_FLAG, protocol.OP_SPIKES: protocol.OP_OUT_SPIKES,
-             protocol.OP_TICK: protocol.OP_OUT_SPIKES, protocol.OP_CLEAR: protocol.OP_CLEAR | protocol.ACK_FLAG,
+REPLY_OPS = {protocol.OP_WRITE_MEM: protocol.OP_WRITE_MEM | protocol.ACK_FLAG,
+             protocol.OP_SPIKES: protocol.OP_SPIKES | protocol.ACK_FLAG,
+             protocol.OP_TICK: protocol.OP_OUT_SPIKES,
+             protocol.OP_CLEAR: protocol.OP_CLEAR | protocol.ACK_FLAG,
              protocol.OP_STATUS: protocol.OP_STATUS_REPLY}
 LINE_NAKS = (protocol.NAK_CRC, protocol.NAK_TOO_LONG)
 """NAK codes that line noise can cause; the request is resent."""

@@ -4,7 +4,7 @@
 // UART; backends/fpga/protocol.py documents the protocol and is its host side. In short:
 //     frame = 0xA5 | op | seq | len(2, LE) | payload(len) | crc8 over op..payload (poly 0x07, init 0)
 //     0x01 WRITE_MEM  space(1) addr(3) words...  -> ACK 0x81        0x10 SPIKES idx(2)...  -> ACK 0x90
-//     0x20 TICK                                  -> 0x90 cycles(4) count(2) id(2)*count
+//     0x20 TICK                                  -> 0xA0 cycles(4) count(2) id(2)*count
 //     0x30 CLEAR                                 -> ACK 0xB0        0x31 STATUS           -> 0xB1 + 18 bytes
 //     NAK = op 0xEE, payload code: 1 bad CRC, 2 unknown op, 3 too long, 4 bad address/space/length/index.
 //
