@@ -1,6 +1,6 @@
 """Compile time and peak memory of ``pipeline.compile_graph`` on synthetic networks up to 1M neurons / 100M synapses.
 
-    python bench/compile_scaling.py [--max-neurons 300000] [--quick]
+    python -m bench.compile_scaling [--max-neurons 300000] [--quick]
 
 Each size runs in a fresh subprocess, so its peak RSS (the child's
 ``ru_maxrss``) is its own: the graph from ``compiler/synthetic.py``'s
@@ -18,15 +18,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import resource
 import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
+from bench import report
+
+REPO = Path(__file__).resolve().parents[1]
 SIZES = ((10_000, 1_000_000), (100_000, 10_000_000), (300_000, 30_000_000), (1_000_000, 100_000_000))
 """(neurons, synapses) per row, about 100 synapses per neuron throughout."""
 TARGET = (1_000_000, 100_000_000)
+QUICK_SIZES = SIZES[:2]
 TARGET_S = 60.0
 TARGET_BYTES = 4 * 2**30
 HW_NAME = "loihi2"
@@ -37,8 +43,12 @@ describes one chip."""
 
 
 def _peak_rss_bytes() -> int:
-    # ru_maxrss is in KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM belongs to this process image; ru_maxrss would not do: Linux carries it across fork + exec, so a
+    # child of a large parent (python -m bench after the GPU benchmark) would report the parent's peak
+    for line in Path("/proc/self/status").read_text().splitlines() if Path("/proc/self/status").exists() else ():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def measure(neurons: int, synapses: int) -> dict:
@@ -67,8 +77,8 @@ def measure(neurons: int, synapses: int) -> dict:
 
 
 def _run_child(neurons: int, synapses: int) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", str(neurons), str(synapses)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-m", "bench.compile_scaling", "--child", str(neurons), str(synapses)],
+                          capture_output=True, text=True, check=False, cwd=REPO)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return {"neurons": neurons, "synapses": synapses, "error": f"child exited {done.returncode}: {tail}"}
@@ -84,43 +94,73 @@ def _verdict(row: dict) -> str:
     return "FAIL" + (" (time)" if slow else "") + (" (memory)" if big else "") if slow or big else "PASS"
 
 
-def main() -> None:
+def _label(neurons: int, synapses: int) -> str:
+    count = f"{neurons / 1e6:g}M" if neurons >= 1_000_000 else f"{neurons / 1000:g}k"
+    return f"{count} neurons / {synapses / 1e6:g}M synapses"
+
+
+def scaling_exponent(small: dict, large: dict) -> float:
+    """log(time ratio) / log(synapse ratio) between two measured sizes: 1.0 is linear, 2.0 quadratic."""
+    return math.log(large["compile_s"] / small["compile_s"]) / math.log(large["synapses"] / small["synapses"])
+
+
+def run(quick: bool = False, max_neurons: int | None = None) -> report.BenchResult:
+    """One subprocess per size; rows of compile time against the pro-rata budget, the scaling exponent, the verdict."""
+    from snnc.compiler import pipeline
+
+    sizes = QUICK_SIZES if quick else SIZES
+    if max_neurons is not None:
+        sizes = tuple(size for size in sizes if size[0] <= max_neurons)
+    passes = [name for name, _, _ in pipeline.PASSES]
+    result = report.BenchResult("compile_scaling", f"pipeline.compile_graph on synthetic.layered_sparse (10 lif layers, "
+                                                   f"locality 0.02) for {HW_NAME} x {CHIPS} chips, one subprocess per size")
+    measured = []
+    for neurons, synapses in sizes:
+        row = _run_child(neurons, synapses)
+        label = _label(neurons, synapses)
+        if row.get("error"):
+            result.rows.append(report.Row(f"compile {label}", "error", note=row["error"]))
+            result.fail(f"{label}: {row['error']}")
+            continue
+        measured.append(row)
+        budget = TARGET_S * synapses / TARGET[1]
+        per_pass = ", ".join(f"{name} {row['timings'][name]:.2f}" for name in passes if name in row["timings"])
+        result.rows.append(report.compare(
+            f"compile time, {label}", row["compile_s"], "s", "budget pro rata (60 s per 100M synapses)", budget,
+            note=f"passes (s): {per_pass}; peak RSS {row['peak_rss'] / 2**20:,.0f} MB",
+            headline=(neurons, synapses) == sizes[-1]))
+        verdict = _verdict(row)
+        if verdict:
+            result.rows.append(report.Row(f"target {label} in <= {TARGET_S:.0f} s and <= {TARGET_BYTES / 2**30:.0f} GB",
+                                          verdict, headline=True))
+            if verdict != "PASS":
+                result.fail(f"target size: {verdict}")
+    if len(measured) >= 2:
+        small, large = measured[0], measured[-1]
+        result.rows.append(report.Row(
+            "scaling exponent (1.0 = linear)", scaling_exponent(small, large),
+            baseline=f"{_label(small['neurons'], small['synapses'])} -> {_label(large['neurons'], large['synapses'])}",
+            note=f"{large['synapses'] / small['synapses']:,.0f}× synapses took "
+                 f"{large['compile_s'] / small['compile_s']:,.1f}× the time", headline=True))
+    if TARGET not in sizes:
+        result.notes.append(f"target {_label(*TARGET)} in <= {TARGET_S:.0f} s and <= {TARGET_BYTES / 2**30:.0f} GB: "
+                            "not run" + (" (--quick)" if quick else ""))
+    return result
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-neurons", type=int, default=None, help="skip sizes with more neurons than this")
-    parser.add_argument("--quick", action="store_true", help="only 10k neurons / 1M synapses (CI)")
+    parser.add_argument("--quick", action="store_true", help="only 10k / 1M and 100k / 10M (CI)")
     parser.add_argument("--child", nargs=2, type=int, metavar=("NEURONS", "SYNAPSES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(*args.child)))
-        return
-
-    from snnc.compiler import pipeline
-
-    sizes = SIZES[:1] if args.quick else SIZES
-    if args.max_neurons is not None:
-        sizes = tuple(size for size in sizes if size[0] <= args.max_neurons)
-    passes = ["check"] + [name for name, _, _ in pipeline.PASSES]
-    print(f"compile_graph on synthetic.layered_sparse (10 lif layers, locality 0.02) for {HW_NAME}; "
-          f"passes: {', '.join(passes[1:])}; one subprocess per size")
-    header = (f"{'neurons':>9} {'synapses':>11} {'gen s':>6} " + " ".join(f"{name[:10]:>10}" for name in passes)
-              + f" {'total s':>8} {'graph MB':>9} {'peak MB':>8}  verdict")
-    print(header)
-    for neurons, synapses in sizes:
-        row = _run_child(neurons, synapses)
-        if "timings" not in row:
-            print(f"{neurons:>9,} {synapses:>11,}  {row['error']}  {_verdict(row)}")
-            continue
-        cells = " ".join(f"{row['timings'][name]:>10.2f}" if name in row["timings"] else f"{'-':>10}"
-                         for name in passes)
-        print(f"{neurons:>9,} {synapses:>11,} {row['generate_s']:>6.2f} {cells} {row['compile_s']:>8.2f} "
-              f"{row['graph_rss'] / 2**20:>9.0f} {row['peak_rss'] / 2**20:>8.0f}  {_verdict(row)}"
-              + (f"  error: {row['error']}" if row["error"] else "")
-              + (f"  ({row['warnings']} warnings)" if row["warnings"] else ""), flush=True)
-    print("graph MB: peak RSS once the float graph exists; peak MB: peak RSS of the whole child (compile included)")
-    if TARGET not in sizes:
-        print(f"target {TARGET[0]:,} neurons / {TARGET[1]:,} synapses in <= {TARGET_S:.0f} s and <= "
-              f"{TARGET_BYTES / 2**30:.0f} GB: not run")
+        return 0
+    result = report.timed(lambda: run(args.quick, args.max_neurons))
+    print(report.result_table(result))
+    return 0 if result.status != report.FAILED else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,32 +1,45 @@
 """FPGA throughput for the digits example: cycles per timestep measured in RTL simulation, timesteps/s at Fmax.
 
-    python bench/fpga.py [--samples 50] [--targets fpga-ice40,fpga-ecp5]
+    python -m bench.fpga [--quick] [--samples 50] [--targets fpga-ice40,fpga-ecp5]
 
 For each target the bundled snnTorch digits SNN (64-128-10 LIF) is compiled
-with a real bitstream (yosys + nextpnr + pack), then ``--samples`` test digits
-run through the generated RTL in Verilator or Icarus. The core's per-step
-cycle counts come from the simulation itself (``step_cycles``); timesteps/s
-is Fmax (nextpnr's final figure, report.json) divided by the mean. The host
-link is reported separately: at the board's UART rate, the bytes one step
-needs (SPIKES + TICK frames in, OUT_SPIKES out) bound what a board attached
-to a PC can sustain. Spikes are checked against the CPU backend.
+(with a real bitstream: yosys + nextpnr + pack, unless skipped), then
+``--samples`` test digits run through the generated RTL in Verilator or
+Icarus. The core's per-step cycle counts come from the simulation itself
+(``step_cycles``); timesteps/s is Fmax (nextpnr's final figure, report.json)
+divided by the mean, or the board's nominal clock when no bitstream was
+built. The host link is reported separately: at the board's UART rate, the
+bytes one step needs (SPIKES + TICK frames in, OUT_SPIKES out) bound what a
+board attached to a PC can sustain. The baseline is the CPU backend on the
+same stimulus, timed in the same run (sample-timesteps/s); spikes must match
+it. ``--quick`` simulates 10 digits instead of 50 and still builds the
+bitstreams named in :data:`QUICK_BITSTREAMS` (both: they take 14-17 s each
+here); ``--no-bitstream`` simulates only, at the nominal clock.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 import snnc
+from bench import report, timing
+from snnc import targets as registry
+from snnc.backends import fpga
+from snnc.compiler import hw
 from snnc.runtime import verify
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FRAME_OVERHEAD = 6  # 0xA5, op, seq, len (2), crc
+TARGETS = ("fpga-ice40", "fpga-ecp5")
+QUICK_BITSTREAMS = TARGETS
+"""Targets whose bitstream ``--quick`` still builds: on a 2-core VM the digits bitstream took 14 s (iCE40) and 17 s (ECP5)."""
 
 
 def link_bytes(inputs: np.ndarray, fired: np.ndarray) -> np.ndarray:
@@ -36,56 +49,105 @@ def link_bytes(inputs: np.ndarray, fired: np.ndarray) -> np.ndarray:
     return np.where(n_in > 0, FRAME_OVERHEAD + 2 * n_in, 0) + FRAME_OVERHEAD + FRAME_OVERHEAD + 6 + 2 * n_out
 
 
+def _target_rows(target: str, stimulus: dict[str, np.ndarray], bitstream: bool, tmp: Path) -> list[report.Row]:
+    """Build one target, simulate ``stimulus`` in RTL, and compare with the CPU backend timed on the same stimulus."""
+    samples, steps = stimulus["input"].shape[:2]
+    start = time.perf_counter()
+    artifact = snnc.compile(EXAMPLES / "digits_snntorch.nir", target=target, out_dir=tmp / target, bitstream=bitstream)
+    build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    result = artifact.run(stimulus)
+    sim_s = time.perf_counter() - start
+    reference = verify.reference_artifact(artifact.graph, "cpu", tmp / f"{target}-cpu")
+    expected = reference.run(stimulus)
+    mismatches = sum(int((result[p].spikes != expected[p].spikes).sum()) for p in expected)
+    cpu_rate = samples * steps / timing.time_calls(lambda: reference.run(stimulus), 5).median_s
+
+    report_json = json.loads((artifact.path / "report.json").read_text())
+    implementation = report_json["implementation"] or {}
+    clock = report_json["throughput"]["clock_mhz"]
+    fmax = implementation.get("fmax_mhz")
+    cycles = artifact.last_cycles
+    mean = float(cycles.mean())
+    fired = np.concatenate([result[p.name].spikes for p in artifact.graph.populations if p.model != "input"], axis=-1)
+    link_rate = report_json["design"]["uart_baud"] / 10 / float(link_bytes(stimulus["input"].astype(bool), fired).mean())
+    part = report_json["part"]
+    at = f"Fmax {fmax:.1f} MHz" if fmax else f"nominal clock {clock:g} MHz (no bitstream built)"
+    rtl = report.Row(f"{target}: spikes vs CPU backend", "identical" if mismatches == 0 else f"{mismatches} MISMATCHES",
+                     baseline="CPU backend", note=f"{samples} digits × {steps} steps in RTL simulation ({sim_s:.1f} s)")
+    rows = [
+        report.compare(f"{target}: timesteps/s at {at}", fmax * 1e6 / mean if fmax else clock * 1e6 / mean,
+                       "timesteps/s", "CPU backend, same digits", cpu_rate,
+                       note=f"{part}; cycles/step from RTL simulation: mean {mean:.0f}, max {int(cycles.max())}, "
+                            f"worst case {report_json['throughput']['worst_case_cycles']}", headline=True),
+        report.compare(f"{target}: UART-bound timesteps/s", link_rate, "timesteps/s", "CPU backend, same digits",
+                       cpu_rate, note=f"{report_json['design']['uart_baud']:,} baud, bytes per step from the spikes"),
+        rtl,
+    ]
+    if fmax:
+        rows.append(report.compare(f"{target}: Fmax", fmax, "MHz", "clock constraint", clock,
+                                   note=f"nextpnr, bitstream built in {build_s:.1f} s (compile included)"))
+        summary = implementation.get("summary", {})
+        for key, label in (("luts", "LUTs"), ("bram_blocks", "block RAMs"), ("spram_blocks", "SPRAMs")):
+            if summary.get(key):
+                rows.append(report.compare(f"{target}: {label}", summary[key]["used"], "", f"available on {part}",
+                                           summary[key]["available"]))
+    else:
+        rows.append(report.Row(f"{target}: Fmax and resources", "not measured",
+                               note="no bitstream was built for this target in this run"))
+    if mismatches:
+        raise SpikeMismatch(f"{target}: {mismatches} spikes differ from the CPU backend", rows)
+    return rows
+
+
+class SpikeMismatch(Exception):
+    """The RTL's spikes differ from the CPU backend's; ``rows`` are what was measured."""
+
+    def __init__(self, message: str, rows: list[report.Row]) -> None:
+        super().__init__(message)
+        self.rows = rows
+
+
+def run(quick: bool = False, samples: int | None = None, targets: Sequence[str] = TARGETS,
+        bitstreams: Sequence[str] | None = None) -> report.BenchResult:
+    """Per target: timesteps/s at Fmax (RTL-simulated cycles), UART bound, Fmax and resources, vs the CPU backend."""
+    samples = samples or (10 if quick else 50)
+    bitstreams = tuple(bitstreams if bitstreams is not None else (QUICK_BITSTREAMS if quick else targets))
+    title = f"digits example (64-128-10 LIF) on {', '.join(targets)}: cycles from RTL simulation, Fmax from nextpnr"
+    missing = fpga.available()
+    if missing is not None:
+        return report.BenchResult.not_run("fpga", title, missing)
+    result = report.BenchResult("fpga", title)
+    with np.load(EXAMPLES / "digits_snntorch_test.npz") as npz:
+        stimulus = {"input": npz["input"][:samples]}
+    with tempfile.TemporaryDirectory() as tmp:
+        for target in targets:
+            try:
+                result.rows += _target_rows(target, stimulus, target in bitstreams, Path(tmp))
+            except SpikeMismatch as exc:
+                result.rows += exc.rows
+                result.fail(str(exc))
+    built = [t for t in targets if t in bitstreams]
+    result.notes.append(f"bitstreams built: {', '.join(built) or 'none'}; Fmax/resources come from those builds, "
+                        "timesteps/s elsewhere from the nominal clock; the CPU baseline is sample-timesteps/s, batched")
+    result.notes.append("boards: " + ", ".join(f"{t} = {hw.bundled_hw(registry.get_target(t).hw).fpga.board}"
+                                               for t in targets))
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=50, help="test digits to simulate (default 50)")
-    parser.add_argument("--targets", default="fpga-ice40,fpga-ecp5", help="comma-separated FPGA targets")
+    parser.add_argument("--quick", action="store_true", help="10 digits instead of 50")
+    parser.add_argument("--samples", type=int, default=None, help="test digits to simulate (default 50, --quick 10)")
+    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated FPGA targets")
+    parser.add_argument("--no-bitstream", action="store_true", help="simulate only: no synthesis, place and route")
     args = parser.parse_args()
-    with np.load(EXAMPLES / "digits_snntorch_test.npz") as npz:
-        stimulus = {"input": npz["input"][: args.samples]}
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for target in args.targets.split(","):
-            artifact = snnc.compile(EXAMPLES / "digits_snntorch.nir", target=target, out_dir=f"{tmp}/{target}")
-            report = json.loads((artifact.path / "report.json").read_text())
-            result = artifact.run(stimulus)
-            reference = verify.reference_artifact(artifact.graph, "cpu", Path(tmp) / f"{target}-cpu").run(stimulus)
-            mismatches = sum(int((result[p].spikes != reference[p].spikes).sum()) for p in reference)
-            cycles = artifact.last_cycles
-            implementation = report["implementation"] or {}
-            fmax = implementation.get("fmax_mhz") or report["throughput"]["clock_mhz"]
-            fired = np.concatenate([result[p.name].spikes for p in artifact.graph.populations if p.model != "input"],
-                                   axis=-1)
-            per_step_bytes = link_bytes(stimulus["input"].astype(bool), fired)
-            link_rate = report["design"]["uart_baud"] / 10 / float(per_step_bytes.mean())
-            summary = implementation.get("summary", {})
-            rows.append({
-                "target": target, "part": report["part"], "fmax_mhz": fmax,
-                "luts": summary.get("luts"), "bram": summary.get("bram_blocks"), "spram": summary.get("spram_blocks"),
-                "mean_cycles": float(cycles.mean()), "max_cycles": int(cycles.max()),
-                "worst_case_cycles": report["throughput"]["worst_case_cycles"],
-                "timesteps_per_s_at_fmax": fmax * 1e6 / float(cycles.mean()),
-                "uart_timesteps_per_s": link_rate, "mismatching_spikes": mismatches,
-            })
-    print(f"digits example (64-128-10 LIF), {args.samples} test digits x {stimulus['input'].shape[1]} steps, "
-          "cycles measured in RTL simulation\n")
-    header = ("target", "Fmax MHz", "LUTs", "BRAM", "SPRAM", "cycles/step mean (max, worst case)",
-              "timesteps/s at Fmax", "UART-bound timesteps/s", "vs cpu")
-    table = [header]
-    for r in rows:
-        table.append((r["target"], f"{r['fmax_mhz']:.1f}", _use(r["luts"]), _use(r["bram"]), _use(r["spram"]),
-                      f"{r['mean_cycles']:.0f} ({r['max_cycles']}, {r['worst_case_cycles']})",
-                      f"{r['timesteps_per_s_at_fmax']:,.0f}", f"{r['uart_timesteps_per_s']:,.0f}",
-                      "0 mismatches" if r["mismatching_spikes"] == 0 else f"{r['mismatching_spikes']} MISMATCHES"))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    return 1 if any(r["mismatching_spikes"] for r in rows) else 0
-
-
-def _use(entry: dict | None) -> str:
-    return "-" if not entry else f"{entry['used']}/{entry['available']}"
+    targets = args.targets.split(",")
+    bitstreams = () if args.no_bitstream else None
+    result = report.timed(lambda: run(args.quick, args.samples, targets, bitstreams))
+    print(report.result_table(result))
+    return 0 if result.status != report.FAILED else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
