@@ -198,6 +198,26 @@ def _cmd_verify(args: argparse.Namespace, out: Output) -> int:
     return EXIT_ERROR if any(row.failed for row in rows) else 0
 
 
+def _cmd_fuzz(args: argparse.Namespace, out: Output) -> int:
+    from snnc.runtime import fuzz, verify
+
+    minutes = args.minutes if args.minutes is not None or args.max_examples is not None else 1.0
+    names = None if args.targets is None else verify.parse_targets(args.targets)
+    try:
+        result = fuzz.fuzz(minutes, max_examples=args.max_examples, targets=names, seed=args.seed, out_dir=args.out)
+    except ImportError as exc:  # hypothesis missing: a user error, not an internal one
+        raise ValueError(str(exc)) from exc
+    out.text(fuzz.format_result(result))
+    failure = result.failure
+    out.result(passed=result.passed, examples=result.examples, seconds=result.seconds, seed=result.seed,
+               targets={name: counts.__dict__ for name, counts in result.per_target.items()}, notes=result.notes,
+               failure=None if failure is None else {
+                   "target": failure.target, "message": failure.message, "model": str(failure.model_path),
+                   "stimulus": str(failure.stimulus_path), "graph": str(failure.graph_path),
+                   "replay": failure.replay_command, "reproduced": failure.reproduced})
+    return 0 if result.passed else EXIT_ERROR
+
+
 def _cmd_report(args: argparse.Namespace, out: Output) -> int:
     from snnc.runtime import report
 
@@ -312,6 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", metavar="tcp://HOST:PORT",
                    help="model file: run on an existing Dask scheduler instead of a local cluster")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("fuzz", help="run random networks through every target against the CPU reference; save a "
+                                    "shrunk failing case (.nir + stimulus) that `snnc verify` replays")
+    p.add_argument("--minutes", type=float, metavar="M", help="time budget (default 1 unless --max-examples is given)")
+    p.add_argument("--max-examples", type=int, metavar="N", help="stop after N networks")
+    p.add_argument("--targets", metavar="T1,T2", help="comma-separated targets (default: gpu, loihi2, fpga-ice40, "
+                                                      "those ready)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the search (default 0): same seed, same networks")
+    p.add_argument("--out", default="fuzz-failures", metavar="DIR",
+                   help="where a failing case is saved (default fuzz-failures)")
+    p.set_defaults(func=_cmd_fuzz)
 
     p = sub.add_parser("report", help="write a self-contained HTML report (plus PNGs) of a compiled artifact")
     p.add_argument("artifact", help="artifact directory from `snnc compile`")

@@ -262,3 +262,58 @@ def test_refractory_and_reset_none_survive_a_nir_round_trip(tmp_path):
     assert back.population("a").reset == "none"
     assert back.population("a").refractory == 4
     np.testing.assert_array_equal(back.population("a").params["v_reset"], 0.25)
+
+
+# --------------------------------------------------------------------------- quantized graphs
+
+
+def quantized_edge_cases() -> ir.Graph:
+    """Integers NIR's float matrices cannot hold: repeated sparse pairs, a zero weight's delay, vreset, refractory."""
+    from .test_cpu_semantics import dense, input_pop, network, neuron_pop, sparse
+
+    return network(
+        [input_pop("in", 2),
+         neuron_pop("a", 3, i_decay=[0, 1, 4096], v_decay=4095, vth=[0, 1, 131_071], bias_mant=[-4095, 0, 4095],
+                    bias_exp=[0, 3, 7], reset="subtract", vreset=[-3, 0, 3], refractory=2, state_bits=16),
+         neuron_pop("out", 2, spiking=False, v_decay=2048)],
+        [dense("w", "in", "a", [[1, 0], [-128, 127], [0, 5]], weight_exp=3, delay=[[0, 7], [1, 0], [63, 2]]),
+         sparse("rec", "a", "a", rows=[0, 0, 2, 1], cols=[1, 1, 1, 0], weight=[2, -2, 5, 7], delay=[1, 1, 0, 3]),
+         dense("o", "a", "out", [[3, -1, 0], [0, 0, 2]])])
+
+
+def test_a_quantized_graph_survives_nir_export_and_import_exactly(tmp_path: Path) -> None:
+    graph = quantized_edge_cases()
+    again = round_trip(graph, tmp_path / "q.nir")
+    assert again.is_quantized
+    assert ir.graph_hash(ir.replace(again, meta={})) == ir.graph_hash(graph)
+
+
+def test_quantize_pass_output_keeps_its_integers_and_dtypes_through_nir(nir_paper_dir: Path, tmp_path: Path) -> None:
+    from snnc.compiler import hw as hwmod
+    from snnc.compiler import pipeline
+
+    float_graph = import_paper(nir_paper_dir / "cnn_sinabs.nir")
+    quantized = pipeline.compile_graph(float_graph, hwmod.bundled_hw("cpu"), until="quantize")
+    again = round_trip(quantized, tmp_path / "cnn_q.nir")
+    for pa, pb in zip(quantized.projections, again.projections, strict=True):
+        assert pa.quant is not None and pb.quant is not None
+        assert pb.quant.weight.dtype == pa.quant.weight.dtype
+        np.testing.assert_array_equal(pb.quant.weight, pa.quant.weight)
+    stripped = ir.replace(quantized, meta={})
+    assert ir.graph_hash(ir.replace(again, meta={})) == ir.graph_hash(stripped)
+
+
+def test_float_graphs_are_exported_without_integer_metadata(nir_paper_dir: Path) -> None:
+    exported = export_nir(import_paper(nir_paper_dir / "two_lif_neurons.nir"))
+    assert not any("snnc_quant" in (node.metadata or {}) for node in exported.nodes.values())
+
+
+def test_integers_that_disagree_with_edited_nir_weights_are_dropped_with_a_warning(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NirExportWarning)
+        exported = export_nir(quantized_edge_cases())
+    exported.nodes["o"].weight[0, 0] = 4.0  # another tool edits the float weights and keeps the metadata
+    nir.write(tmp_path / "edited.nir", exported, compression=None)
+    with pytest.warns(NirImportWarning, match="projection 'o': the stored weights disagree"):
+        graph = import_nir(tmp_path / "edited.nir")
+    assert not graph.is_quantized and all(p.quant is None for p in graph.populations)

@@ -23,6 +23,15 @@ and the graph ``{"dt", "reset_mechanism" (when all spiking populations agree),
 "spike_convention": "unit-per-step", "snnc_order"}`` so that importing the
 file gives the same IR back. NIR cannot state reset by subtraction: it is
 recorded in metadata only, with a :class:`NirExportWarning`.
+
+A quantized graph (every population and projection has integer
+parameters) also carries ``snnc_quant`` metadata: on each neuron node the
+``IntNeuron`` fields, on the first linear node of each projection its
+``IntWeights`` and exact synapse layout (kind, float weights, rows, cols,
+delays), which NIR's one summed matrix per delay cannot hold (repeated
+sparse pairs, delays of zero weights). snnc's importer restores them, so the
+file compiles to the identical quantized graph and ``snnc verify`` replays it
+exactly; other tools read the float network.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ import nir
 import numpy as np
 
 from snnc.compiler import ir
-from snnc.compiler.frontends.nir_import import META_KIND, META_ORDER, META_PROJECTION
+from snnc.compiler.frontends.nir_import import META_KIND, META_ORDER, META_PROJECTION, META_QUANT
 
 SPIKE_CONVENTION = "unit-per-step"
 """A spike adds its weight once, in the step after it (snnc's float semantics)."""
@@ -53,6 +62,9 @@ class NirExportWarning(UserWarning):
 
 
 Shape = tuple[int, ...]
+
+QUANT_NEURON_ARRAYS = ("i_decay", "v_decay", "vth", "bias_mant", "bias_exp")
+"""The per-neuron integer arrays of ``ir.IntNeuron`` (``vreset`` is optional)."""
 
 
 def export_nir(graph: ir.Graph, path: str | Path | None = None) -> nir.NIRGraph:
@@ -106,13 +118,37 @@ def _single_flatten(src: Shape, dst: Shape) -> tuple[int, int] | None:
     return None
 
 
-def _neuron_node(pop: ir.Population) -> nir.NIRNode:
+def _neuron_quant(q: ir.IntNeuron) -> dict[str, object]:
+    """``IntNeuron`` fields as NIR metadata (arrays keep their dtype; ``vreset`` only when set)."""
+    meta: dict[str, object] = {key: np.asarray(getattr(q, key)) for key in QUANT_NEURON_ARRAYS}
+    if q.vreset is not None:
+        meta["vreset"] = np.asarray(q.vreset)
+    meta.update(spiking=bool(q.spiking), reset=q.reset, state_bits=int(q.state_bits), refractory=int(q.refractory))
+    return meta
+
+
+def _projection_quant(proj: ir.Projection) -> dict[str, object]:
+    """A projection's ``IntWeights`` and its exact synapse layout as NIR metadata."""
+    q = proj.quant
+    assert q is not None
+    meta: dict[str, object] = {"kind": proj.kind, "weight": np.asarray(proj.weight),
+                               "weight_mantissa": np.asarray(q.weight), "weight_exp": int(q.weight_exp),
+                               "weight_bits": int(q.weight_bits)}
+    for key in ("rows", "cols", "delay"):
+        if getattr(proj, key) is not None:
+            meta[key] = np.asarray(getattr(proj, key))
+    return meta
+
+
+def _neuron_node(pop: ir.Population, quantized: bool = False) -> nir.NIRNode:
     if pop.model == "input":
         return nir.Input(input_type=np.array(pop.shape, dtype=np.int64))
     p = {k: np.array(v, dtype=np.float64).reshape(pop.shape) for k, v in pop.params.items()}
     meta: dict[str, object] = {"reset_mechanism": pop.reset}
     if pop.refractory:
         meta["refractory"] = pop.refractory  # steps; NIR has no refractory period
+    if quantized and pop.quant is not None:
+        meta[META_QUANT] = _neuron_quant(pop.quant)
     if pop.model == "lif":
         return nir.LIF(tau=p["tau_mem"], r=p["r"], v_leak=p["v_leak"], v_threshold=p["v_threshold"],
                        v_reset=p["v_reset"], metadata=meta)
@@ -141,6 +177,7 @@ class _Builder:
         self.pops = {p.name: p for p in graph.populations}
         self.nodes: dict[str, nir.NIRNode] = {}
         self.edges: list[tuple[str, str]] = []
+        self.quantized = graph.is_quantized
 
     def name(self, wanted: str) -> str:
         """A free node name, ``wanted`` if possible (HDF5 forbids '/' and '.' alone)."""
@@ -161,7 +198,7 @@ class _Builder:
         for pop in self.graph.populations:
             if self.name(pop.name) != pop.name:
                 raise NirExportError(f"population '{pop.name}': name is used twice")
-            self.nodes[pop.name] = _neuron_node(pop)
+            self.nodes[pop.name] = _neuron_node(pop, self.quantized)
         carriers = self._bias_carriers()
         for proj in self.graph.projections:
             self._projection(proj, carriers.get(proj.name))
@@ -225,8 +262,11 @@ class _Builder:
     def _projection(self, proj: ir.Projection, bias: np.ndarray | None) -> None:
         src, dst = self.pops[proj.src], self.pops[proj.dst]
         meta = {META_PROJECTION: proj.name, META_KIND: proj.kind}
+        first_meta: dict[str, object] = dict(meta)
+        if self.quantized:
+            first_meta[META_QUANT] = _projection_quant(proj)
         if proj.kind == "conv":
-            self._conv(proj, src, dst, bias, meta)
+            self._conv(proj, src, dst, bias, meta, first_meta)
             return
         weight = np.asarray(proj.weight, dtype=np.float64)
         if proj.kind == "sparse":
@@ -251,13 +291,14 @@ class _Builder:
                 start = self.add(f"{proj.name}#delay{int(d)}", delay)
                 self.edges.append((head, start))
             node_bias = bias if (bias is not None and i == 0) else np.zeros(dst.size)
-            affine = self.add(proj.name + suffix, nir.Affine(weight=matrix, bias=node_bias.copy(), metadata=dict(meta)))
+            node_meta = dict(first_meta if i == 0 else meta)
+            affine = self.add(proj.name + suffix, nir.Affine(weight=matrix, bias=node_bias.copy(), metadata=node_meta))
             self.edges.append((start, affine))
             tail = self._reshape(affine, flat, dst.shape, f"{proj.name}{suffix}#flatten_out", meta)
             self.edges.append((tail, dst.name))
 
     def _conv(self, proj: ir.Projection, src: ir.Population, dst: ir.Population, bias: np.ndarray | None,
-              meta: dict[str, str]) -> None:
+              meta: dict[str, str], conv_meta: dict[str, object]) -> None:
         spec = proj.conv
         assert spec is not None
         kernel = np.array(proj.weight, dtype=np.float64)
@@ -269,7 +310,7 @@ class _Builder:
             node: nir.NIRNode = nir.Conv1d(
                 input_shape=int(spec.in_shape[2]), weight=kernel[:, :, 0, :], stride=int(spec.stride[1]),
                 padding=int(spec.padding[1]), dilation=int(spec.dilation[1]), groups=int(spec.groups),
-                bias=node_bias, metadata=dict(meta))
+                bias=node_bias, metadata=dict(conv_meta))
             node_in: Shape = (spec.in_shape[0], spec.in_shape[2])
             node_out: Shape = (spec.out_shape[0], spec.out_shape[2])
         else:
@@ -277,7 +318,7 @@ class _Builder:
                 input_shape=np.array(spec.in_shape[1:], dtype=np.int64), weight=kernel,
                 stride=np.array(spec.stride, dtype=np.int64), padding=np.array(spec.padding, dtype=np.int64),
                 dilation=np.array(spec.dilation, dtype=np.int64), groups=int(spec.groups), bias=node_bias,
-                metadata=dict(meta))
+                metadata=dict(conv_meta))
             node_in, node_out = tuple(spec.in_shape), tuple(spec.out_shape)
         head = self._reshape(src.name, src.shape, node_in, f"{proj.name}#flatten", meta)
         conv = self.add(proj.name, node)

@@ -30,6 +30,12 @@ in metadata that make the round trip exact: ``snnc_projection`` on linear
 nodes (merge all branches with this value into one projection of that name),
 ``snnc_kind`` (keep this projection kind) and ``snnc_order`` on the graph
 (population, projection, input and output order; HDF5 sorts node names).
+A quantized graph's export also carries ``snnc_quant`` (integer parameters
+on neuron nodes, integer weights and the exact synapse layout on the first
+linear node of each projection): the importer restores them, returning the
+identical quantized graph, when they cover every population and projection
+and agree with the NIR weights; otherwise it warns and imports the float
+network.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ DEFAULT_RESET = "zero"
 META_PROJECTION = "snnc_projection"
 META_KIND = "snnc_kind"
 META_ORDER = "snnc_order"
+META_QUANT = "snnc_quant"
 DENSE_ABOVE = 0.25
 """A composed projection denser than this becomes "dense" rather than "sparse"."""
 DELAY_TOLERANCE = 1e-6
@@ -117,7 +124,7 @@ def import_nir(source: str | Path | nir.NIRGraph, dt: float | None = None, reset
         label = str(source)
         graph, version = _read_file(Path(source), label)
     importer = _Importer(label, graph, dt, reset)
-    result = importer.run()
+    result = importer.restore_quant(importer.run())
     meta: dict[str, Any] = {"source": label, "format": "nir"}
     if version is not None:
         meta["nir_version"] = version
@@ -125,7 +132,7 @@ def import_nir(source: str | Path | nir.NIRGraph, dt: float | None = None, reset
     meta["reset_from"] = importer.reset_from
     result = ir.replace(result, meta=meta)
     try:
-        return ir.check(result, "float")
+        return ir.check(result, "quantized" if result.is_quantized else "float")
     except ir.IRError as exc:
         raise NirImportError(f"{label}: {exc}") from exc
 
@@ -837,6 +844,32 @@ class _Importer:
                          outputs=tuple(outputs), dt=self.dt)
         return self._apply_order(graph)
 
+    # ------------------------------------------------------------------ integer parameters
+
+    def restore_quant(self, graph: ir.Graph) -> ir.Graph:
+        """``graph`` with the integer parameters an snnc export stored as ``snnc_quant``; unchanged without them.
+
+        All or nothing: when they miss a population or projection, or disagree
+        with the NIR weights (a file edited by another tool), a warning says
+        so and the float network is returned.
+        """
+        neurons = {name: self._meta(name)[META_QUANT] for name in self.nodes
+                   if self.role[name] == "neuron" and META_QUANT in self._meta(name)}
+        synapses = {_text(self._meta(name)[META_PROJECTION]): self._meta(name)[META_QUANT] for name in self.nodes
+                    if META_QUANT in self._meta(name) and META_PROJECTION in self._meta(name)}
+        if not neurons and not synapses:
+            return graph
+        try:
+            populations = tuple(pop if pop.model == "input" else _quantized_population(pop, neurons)
+                                for pop in graph.populations)
+            projections = tuple(_quantized_projection(proj, graph, synapses) for proj in graph.projections)
+            return ir.check(ir.replace(graph, populations=populations, projections=projections), "quantized")
+        except (KeyError, TypeError, ValueError) as exc:
+            reason = f"nothing stored for {exc.args[0]}" if isinstance(exc, KeyError) else _oneline(exc)
+            warnings.warn(NirImportWarning(f"{self.label}: integer parameters in '{META_QUANT}' metadata not "
+                                           f"restored ({reason}); importing the float network"), stacklevel=3)
+            return graph
+
     def _apply_order(self, graph: ir.Graph) -> ir.Graph:
         """Restore snnc's own order from an exported file's ``snnc_order`` (HDF5 sorts node names),
         else order populations by distance from the inputs so dumps read from input to output."""
@@ -860,6 +893,75 @@ class _Importer:
             inputs=arrange(graph.inputs, order.get("inputs"), str),
             outputs=arrange(graph.outputs, order.get("outputs"), str),
         )
+
+
+def _integers(value: Any, what: str, size: int | None = None) -> np.ndarray:
+    """A stored integer array (its dtype kept), checked for ``size`` elements when given."""
+    arr = np.asarray(value)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{what} is {arr.dtype}, not integer")
+    if size is not None and arr.size != size:
+        raise ValueError(f"{what} has {arr.size} entries, expected {size}")
+    return arr.reshape(-1) if size is not None else arr
+
+
+def _quantized_population(pop: ir.Population, stored: Mapping[str, Any]) -> ir.Population:
+    """``pop`` with the ``IntNeuron`` stored for it."""
+    if pop.name not in stored:
+        raise KeyError(f"population '{pop.name}'")
+    q = stored[pop.name]
+    arrays = {key: _integers(q[key], f"population '{pop.name}' {key}", pop.size)
+              for key in ("i_decay", "v_decay", "vth", "bias_mant", "bias_exp")}
+    vreset = _integers(q["vreset"], f"population '{pop.name}' vreset", pop.size) if "vreset" in q else None
+    quant = ir.IntNeuron(**arrays, spiking=bool(q["spiking"]), reset=_text(q["reset"]), state_bits=int(q["state_bits"]),
+                         vreset=vreset, refractory=int(q["refractory"]))
+    return ir.replace(pop, quant=quant)
+
+
+def _synapse_sums(proj: ir.Projection, n_dst: int, n_src: int) -> dict[int, np.ndarray]:
+    """Delay -> (dst, src) matrix of summed float weights (all-zero delays left out): what NIR can hold."""
+    weight = np.asarray(proj.weight, dtype=np.float64)
+    if proj.kind == "sparse":
+        assert proj.rows is not None and proj.cols is not None
+        rows, cols = np.asarray(proj.rows), np.asarray(proj.cols)
+    else:
+        rows, cols = (a.ravel() for a in np.indices(weight.shape))
+    weight = weight.ravel()
+    delays = np.zeros(weight.size, dtype=np.int64) if proj.delay is None else np.asarray(proj.delay).ravel()
+    sums: dict[int, np.ndarray] = {}
+    for d in np.unique(delays):
+        pick = delays == d
+        matrix = np.zeros((n_dst, n_src))
+        np.add.at(matrix, (rows[pick], cols[pick]), weight[pick])
+        if np.any(matrix):
+            sums[int(d)] = matrix
+    return sums
+
+
+def _quantized_projection(proj: ir.Projection, graph: ir.Graph, stored: Mapping[str, Any]) -> ir.Projection:
+    """The projection stored for ``proj`` (exact layout and ``IntWeights``), checked against the imported weights."""
+    if proj.name not in stored:
+        raise KeyError(f"projection '{proj.name}'")
+    q = stored[proj.name]
+    kind = _text(q["kind"])
+    optional = {key: _integers(q[key], f"projection '{proj.name}' {key}") if key in q else None
+                for key in ("rows", "cols", "delay")}
+    quant = ir.IntWeights(weight=_integers(q["weight_mantissa"], f"projection '{proj.name}' weight mantissa"),
+                          weight_exp=int(q["weight_exp"]), weight_bits=int(q["weight_bits"]))
+    restored = ir.Projection(name=proj.name, src=proj.src, dst=proj.dst, kind=kind, weight=np.asarray(q["weight"]),
+                             conv=proj.conv, quant=quant, **optional)
+    if (kind == "conv") != (proj.kind == "conv"):
+        raise ValueError(f"projection '{proj.name}' is stored as {kind} but imports as {proj.kind}")
+    if kind == "conv":
+        same = np.array_equal(np.asarray(restored.weight, dtype=np.float64), np.asarray(proj.weight, dtype=np.float64))
+    else:
+        ir.check(ir.replace(graph, projections=(restored,)), "float")  # shapes and indices, before summing them
+        n_dst, n_src = graph.population(proj.dst).size, graph.population(proj.src).size
+        mine, theirs = _synapse_sums(restored, n_dst, n_src), _synapse_sums(proj, n_dst, n_src)
+        same = mine.keys() == theirs.keys() and all(np.allclose(mine[d], theirs[d], rtol=1e-12, atol=0) for d in mine)
+    if not same:
+        raise ValueError(f"projection '{proj.name}': the stored weights disagree with the NIR weights")
+    return restored
 
 
 def _natural_key(name: str) -> tuple[Any, ...]:
