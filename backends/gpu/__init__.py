@@ -17,10 +17,11 @@ hundreds of random networks.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,26 @@ def default_devices() -> list[str]:
     return ["cpu"]
 
 
+SMALL_CPU_BATCH = 16
+"""Up to this many samples a CPU run uses one torch thread: as fast on an idle machine (measured: 11.3k vs 11.8k
+sample-steps/s at batch 1, 81k vs 80k at 16), and 2x faster on a busy one, where torch's threads wait for cores."""
+
+
+@contextlib.contextmanager
+def _one_thread_for_small_cpu_batches(device: str, samples: int) -> Iterator[None]:
+    import torch
+
+    if device != "cpu" or samples > SMALL_CPU_BATCH or torch.get_num_threads() == 1:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @dataclass
 class GpuArtifact:
     """A compiled GPU artifact; :meth:`run` simulates in torch on :attr:`devices`."""
@@ -97,8 +118,9 @@ class GpuArtifact:
         def work(job: tuple[str, np.ndarray]) -> Any:
             device, rows = job
             chunk = CPU_CHUNK if device == "cpu" else rows.size
-            parts = [program.simulate(self._program(device), stim[rows[k:k + chunk]], record_state, v_columns)
-                     for k in range(0, rows.size, chunk)]
+            with _one_thread_for_small_cpu_batches(device, rows.size):
+                parts = [program.simulate(self._program(device), stim[rows[k:k + chunk]], record_state, v_columns)
+                         for k in range(0, rows.size, chunk)]
             return program.Run.concatenate(parts)
 
         if len(jobs) == 1:
