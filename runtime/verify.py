@@ -404,9 +404,10 @@ def format_comparison(comparison: Comparison, label: str, against: str) -> str:
     """A short human summary: PASS/FAIL, counts, the first divergence and saturation notes."""
     if comparison.mode == "exact":
         verdict = "PASS" if comparison.equal else "FAIL"
+        states = (f"; {comparison.state_mismatches:,} mismatching u/v values of {comparison.states_compared:,}"
+                  if comparison.states_compared else " (spikes only: no u/v to compare)")
         lines = [f"{verdict}: {label} vs {against}: {comparison.spike_mismatches:,} mismatching spikes of "
-                 f"{comparison.spikes_compared:,} compared; {comparison.state_mismatches:,} mismatching u/v values of "
-                 f"{comparison.states_compared:,}"]
+                 f"{comparison.spikes_compared:,} compared{states}"]
     else:
         lines = [f"{label} vs {against}: {comparison.verdict}"]
         lines += [f"out of tolerance: {failure}" for failure in comparison.failures]
