@@ -46,7 +46,7 @@ def test_example_generator_writes_a_loadable_network_and_stimuli(tmp_path):
 
 def test_headline_ends_with_an_ok_verdict(tmp_path):
     proc = subprocess.run([sys.executable, str(EXAMPLES / "headline.py"), "--samples", "20",
-                           "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+                           "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("OK: ") and "0 mismatching spikes" in last
