@@ -70,6 +70,18 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def replace_directory(tmp: Path, out: Path) -> None:
+    """Rename the finished directory ``tmp`` to ``out``, replacing an older ``out`` (two renames, never half)."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
 def write_artifact(out_dir: str | Path, backend: str, graph: ir.Graph, target: str,
                    files: Mapping[str, bytes], extra: Mapping[str, Any] | None = None) -> Path:
     """Atomically create ``out_dir`` with ``graph.npz``, ``files`` and a manifest.
@@ -99,14 +111,7 @@ def write_artifact(out_dir: str | Path, backend: str, graph: ir.Graph, target: s
             **(extra or {}),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        replace_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

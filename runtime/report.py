@@ -156,14 +156,7 @@ def _check_replaceable(out: Path) -> None:
 def _publish(tmp: Path, out: Path) -> None:
     """Rename the finished ``tmp`` to ``out``, replacing an older report."""
     _check_replaceable(out)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+    base.replace_directory(tmp, out)
 
 
 def _read_json(path: Path) -> Any:

@@ -164,14 +164,20 @@ def _cmd_run(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _cmd_verify(args: argparse.Namespace, out: Output) -> int:
-    """An artifact directory: compare it with ``--against``; a model file: the pass/fail matrix over ``--targets``."""
+def _stimuli_option(spec: str | None) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None, int]:
+    """``--stimuli N|FILE`` -> (stimulus and labels from FILE, or None for random ones; N, default 4)."""
     from snnc.runtime import execute, verify
 
-    from_file = args.stimuli is not None and not args.stimuli.isdigit()
-    stimulus = execute.read_stimulus(args.stimuli) if from_file else None
-    labels = execute.read_labels(args.stimuli) if from_file else None
-    samples = int(args.stimuli) if args.stimuli is not None and not from_file else verify.DEFAULT_SAMPLES
+    if spec is None or spec.isdigit():
+        return None, None, verify.DEFAULT_SAMPLES if spec is None else int(spec)
+    return execute.read_stimulus(spec), execute.read_labels(spec), verify.DEFAULT_SAMPLES
+
+
+def _cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    """An artifact directory: compare it with ``--against``; a model file: the pass/fail matrix over ``--targets``."""
+    from snnc.runtime import verify
+
+    stimulus, labels, samples = _stimuli_option(args.stimuli)
     path = Path(args.artifact)
     if (path / "manifest.json").is_file():
         if args.targets is not None:
@@ -229,11 +235,9 @@ def _cmd_report(args: argparse.Namespace, out: Output) -> int:
 
 
 def _cmd_hil(args: argparse.Namespace, out: Output) -> int:
-    from snnc.runtime import execute, hil
+    from snnc.runtime import hil
 
-    from_file = args.stimuli is not None and not args.stimuli.isdigit()
-    stimulus = execute.read_stimulus(args.stimuli) if from_file else None
-    samples = int(args.stimuli) if args.stimuli is not None and not from_file else 4
+    stimulus, _, samples = _stimuli_option(args.stimuli)
     with hil.open_board(args.artifact, args.port, baudrate=args.baud, timeout=args.timeout,
                         retries=args.retries) as board:
         result = hil.verify_on_board(board, stimulus, samples=samples, steps=args.steps, seed=args.seed)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import serial  # pyserial, a dependency of snnc (hardware in the loop)
 
 from snnc.backends import cpu, fpga
 from snnc.backends.fpga import protocol as P
@@ -25,7 +26,6 @@ from snnc.compiler import hw as hwmod
 from snnc.compiler import ir
 from tests.test_fpga_uart import uart_network
 
-serial = pytest.importorskip("serial")
 pytestmark = pytest.mark.skipif(shutil.which("verilator") is None, reason="Verilator is not installed (bash setup.sh)")
 
 SAMPLES, STEPS, UNLOADED_STEPS = 2, 12, 4

@@ -223,14 +223,21 @@ class FpgaArtifact:
             rasters[pop.name] = raster if batched else raster.sample(0)
         return rasters
 
-    def weights_frames(self, first_seq: int = 0) -> list[bytes]:
-        """WRITE_MEM frames that load the weight memory over the UART (needed where it is SPRAM)."""
+    def weights_payloads(self) -> list[bytes]:
+        """WRITE_MEM payloads that load the weight memory over the UART (needed where it is SPRAM)."""
         from snnc.backends.fpga import protocol
 
         text = (self.path / "rtl" / "weights.mem").read_text().split()
         words = np.array([int(w, 16) for w in text], dtype=object)
         width = json.loads((self.path / "report.json").read_text())["design"]["weight_word_bits"]
-        return protocol.write_mem(first_seq, 0, words, protocol.word_bytes(width))
+        return protocol.write_mem_payloads(0, words, protocol.word_bytes(width))
+
+    def weights_frames(self, first_seq: int = 0) -> list[bytes]:
+        """The :meth:`weights_payloads` as WRITE_MEM frames numbered from ``first_seq``."""
+        from snnc.backends.fpga import protocol
+
+        return [protocol.encode_frame(protocol.OP_WRITE_MEM, (first_seq + i) % 256, payload)
+                for i, payload in enumerate(self.weights_payloads())]
 
 
 def _rtl_files(design: lowering.Design, hw: Any, weights_kind: str, family: str) -> dict[str, bytes]:

@@ -143,32 +143,16 @@ def board_binary(rtl_dir: Path, clks_per_bit: int, timeout: float = 600.0) -> Pa
     digest = hashlib.sha256(f"{version}\0cpb={clks_per_bit}\0".encode())
     for path in (RTL_DIR / HARNESS, *(rtl_dir / name for name in (*SOURCES, "snnc_config.vh"))):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "snnc" / "verilator"
-    cache = root / f"board-{digest.hexdigest()[:20]}"
-    binary = cache / BINARY
-    if binary.is_file():
-        return binary
-    root.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix="build-board-", dir=root))
     try:
-        try:
-            sim._run(["verilator", "--cc", "--exe", "--build", "-j", "2", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-                      "--top-module", "snn_top", f"-GCLKS_PER_BIT={clks_per_bit}", f"-I{rtl_dir}",
-                      "--Mdir", str(build / "obj"), "-o", BINARY, "-CFLAGS", "-O2",
-                      str(RTL_DIR / HARNESS), *(str(rtl_dir / name) for name in SOURCES)],
-                     cwd=build, timeout=timeout, what="verilator build of the simulated board")
-        except sim.SimulationError as exc:
-            raise BoardSimError(str(exc)) from None
-        staged = build / "staged"
-        staged.mkdir()
-        shutil.copy2(build / "obj" / BINARY, staged / BINARY)
-        try:
-            staged.rename(cache)
-        except OSError:  # another process built it first
-            pass
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
-    return binary
+        return sim.cached_verilator_build(
+            f"board-{digest.hexdigest()[:20]}", BINARY,
+            lambda obj: ["--cc", "--exe", "--build", "-j", "2", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+                         "--top-module", "snn_top", f"-GCLKS_PER_BIT={clks_per_bit}", f"-I{rtl_dir}",
+                         "--Mdir", str(obj), "-o", BINARY, "-CFLAGS", "-O2",
+                         str(RTL_DIR / HARNESS), *(str(rtl_dir / name) for name in SOURCES)],
+            timeout, "verilator build of the simulated board")
+    except sim.SimulationError as exc:
+        raise BoardSimError(str(exc)) from None
 
 
 def _cleanup(proc: subprocess.Popen | None, slave_fd: int | None, workdir: Path | None) -> None:

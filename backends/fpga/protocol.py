@@ -235,38 +235,48 @@ def word_bytes(width_bits: int) -> int:
     return (int(width_bits) + 7) // 8
 
 
-def write_mem(seq: int, addr: int, words: np.ndarray, word_bytes: int, space: int = SPACE_WEIGHTS) -> list[bytes]:
-    """WRITE_MEM frames storing ``words`` at ``addr, addr+1, ...``: at most 256 data bytes (whole words) each.
-
-    Frame i gets sequence number ``(seq + i) % 256``; the caller continues from ``seq + len(result)``.
-    """
+def write_mem_payloads(addr: int, words: np.ndarray, word_bytes: int, space: int = SPACE_WEIGHTS) -> list[bytes]:
+    """WRITE_MEM payloads storing ``words`` at ``addr, addr+1, ...``: at most 256 data bytes (whole words) each."""
     if not 1 <= word_bytes <= 8:
         raise ValueError(f"word_bytes must be 1..8, got {word_bytes}")
     values = np.asarray(words).astype(np.int64).ravel()
     mask = (1 << (8 * word_bytes)) - 1
     data = b"".join(int(v & mask).to_bytes(word_bytes, "little") for v in values.tolist())
     per_frame = MAX_DATA_BYTES // word_bytes
-    frames = []
-    for i, start in enumerate(range(0, len(values), per_frame)):
+    payloads = []
+    for start in range(0, len(values), per_frame):
         chunk = data[start * word_bytes:(start + per_frame) * word_bytes]
         where = addr + start
         if not 0 <= where < 1 << 24:
             raise ValueError(f"word address {where} does not fit the 3-byte address field")
-        frames.append(encode_frame(OP_WRITE_MEM, (seq + i) % 256, bytes([space]) + where.to_bytes(3, "little") + chunk))
-    return frames
+        payloads.append(bytes([space]) + where.to_bytes(3, "little") + chunk)
+    return payloads
 
 
-def spikes(seq: int, indices: Iterable[int] | np.ndarray) -> list[bytes]:
-    """SPIKES frames queueing the input neurons ``indices`` for the next TICK (128 indices per frame at most).
+def write_mem(seq: int, addr: int, words: np.ndarray, word_bytes: int, space: int = SPACE_WEIGHTS) -> list[bytes]:
+    """WRITE_MEM frames of :func:`write_mem_payloads`.
 
-    Returns no frame for no spikes. Frame i gets sequence number ``(seq + i) % 256``.
+    Frame i gets sequence number ``(seq + i) % 256``; the caller continues from ``seq + len(result)``.
     """
+    return [encode_frame(OP_WRITE_MEM, (seq + i) % 256, payload)
+            for i, payload in enumerate(write_mem_payloads(addr, words, word_bytes, space))]
+
+
+def spikes_payloads(indices: Iterable[int] | np.ndarray) -> list[bytes]:
+    """SPIKES payloads queueing the input neurons ``indices`` (128 indices per payload at most; none for none)."""
     idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices, dtype=np.int64).ravel()
     if idx.size and (idx.min() < 0 or idx.max() > 0xFFFF):
         raise ValueError("input indices must be 0..65535")
     data = idx.astype("<u2").tobytes()
-    return [encode_frame(OP_SPIKES, (seq + i) % 256, data[start:start + MAX_DATA_BYTES])
-            for i, start in enumerate(range(0, len(data), MAX_DATA_BYTES))]
+    return [data[start:start + MAX_DATA_BYTES] for start in range(0, len(data), MAX_DATA_BYTES)]
+
+
+def spikes(seq: int, indices: Iterable[int] | np.ndarray) -> list[bytes]:
+    """SPIKES frames of :func:`spikes_payloads` for the next TICK.
+
+    Returns no frame for no spikes. Frame i gets sequence number ``(seq + i) % 256``.
+    """
+    return [encode_frame(OP_SPIKES, (seq + i) % 256, payload) for i, payload in enumerate(spikes_payloads(indices))]
 
 
 def tick(seq: int) -> bytes:

@@ -16,7 +16,6 @@ from line noise (the CRC passed) and fail at once.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from snnc.backends import base
 from snnc.compiler import ir
 from snnc.runtime.raster import Raster
 
-from . import protocol
+from . import FpgaArtifact, protocol
 
 DEFAULT_BAUD = 3_000_000
 DEFAULT_TIMEOUT_S = 1.0
@@ -127,7 +126,8 @@ class FpgaSerialDevice:
         if manifest.get("backend") != "fpga":
             raise SerialDeviceError(f"{path}: compiled for backend '{manifest.get('backend')}'; hardware-in-the-loop "
                                     "runs FPGA artifacts (compile for an fpga-* target)")
-        mapping = json.loads((path / "neuron_map.json").read_text())
+        fpga_artifact = FpgaArtifact(path=path, manifest=manifest, graph=graph)
+        mapping = fpga_artifact.neuron_map
         info = self.status()
         expected = {"n_neurons": mapping["n_neurons"], "n_inputs": mapping["n_inputs"],
                     "graph_tag": int(ir.graph_hash(graph)[:8], 16)}
@@ -135,11 +135,8 @@ class FpgaSerialDevice:
         if wrong:
             raise SerialDeviceError(f"board on {self.port} runs another network than {path}: {', '.join(wrong)}; "
                                     "program its bitstream first")
-        width = json.loads((path / "report.json").read_text())["design"]["weight_word_bits"]
-        text = (path / "rtl" / "weights.mem").read_text().split()
-        words = np.array([int(w, 16) for w in text], dtype=object)
-        for frame in protocol.decode_frames(b"".join(protocol.write_mem(0, 0, words, protocol.word_bytes(width)))):
-            self.exchange(frame.op, frame.payload)
+        for payload in fpga_artifact.weights_payloads():
+            self.exchange(protocol.OP_WRITE_MEM, payload)
         self._graph, self._map = graph, mapping
 
     def run(self, stimulus: Mapping[str, np.ndarray], steps: int | None = None) -> dict[str, Raster]:
@@ -159,8 +156,8 @@ class FpgaSerialDevice:
         for b in range(batch):
             self.exchange(protocol.OP_CLEAR)
             for step in range(t):
-                for frame in protocol.decode_frames(b"".join(protocol.spikes(0, np.flatnonzero(stim[b, step])))):
-                    self.exchange(frame.op, frame.payload)
+                for payload in protocol.spikes_payloads(np.flatnonzero(stim[b, step])):
+                    self.exchange(protocol.OP_SPIKES, payload)
                 cycles[b, step], ids = protocol.parse_out_spikes(self.exchange(protocol.OP_TICK))
                 if ids.size and int(ids.max()) >= mapping["n_neurons"]:
                     raise SerialDeviceError(f"board on {self.port} reported neuron {int(ids.max())} of "

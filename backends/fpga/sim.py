@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,24 +93,25 @@ def _run(command: list[str], cwd: Path, timeout: float, what: str) -> None:
         raise SimulationError(f"{what} failed: {(errors or lines or ['exit status ' + str(proc.returncode)])[0].strip()}")
 
 
-def _verilator_binary(rtl_dir: Path, timeout: float) -> Path:
-    """Build (or reuse) the Verilator executable for the sources in ``rtl_dir``."""
-    digest = hashlib.sha256()
-    for name in (*CORE_SOURCES, "snnc_config.vh"):
-        digest.update((rtl_dir / name).read_bytes())
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "snnc" / "verilator" / digest.hexdigest()[:20]
-    binary = cache / "Vtb_core"
+def cached_verilator_build(key: str, binary_name: str, argv: Callable[[Path], list[str]], timeout: float,
+                           what: str) -> Path:
+    """The executable ``binary_name`` cached under ``key``; built by ``verilator`` with ``argv(obj_dir)`` if missing.
+
+    The cache is ``$XDG_CACHE_HOME/snnc/verilator/<key>`` (``~/.cache`` by default); builds run in a private
+    directory and are renamed into place, so concurrent builders never see half a binary.
+    """
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "snnc" / "verilator"
+    cache = root / key
+    binary = cache / binary_name
     if binary.is_file():
         return binary
-    build = Path(tempfile.mkdtemp(prefix="build-", dir=cache.parent if cache.parent.exists() else None))
+    root.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix="build-", dir=root))
     try:
-        _run(["verilator", "--binary", "-j", "2", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", "tb_core",
-              f"-I{rtl_dir}", "--Mdir", str(build / "obj"), "-o", "Vtb_core", "-CFLAGS", "-O1",
-              *(str(rtl_dir / name) for name in CORE_SOURCES)], cwd=build, timeout=timeout, what="verilator build")
-        cache.parent.mkdir(parents=True, exist_ok=True)
+        _run(["verilator", *argv(build / "obj")], cwd=build, timeout=timeout, what=what)
         staged = build / "staged"
         staged.mkdir()
-        shutil.copy2(build / "obj" / "Vtb_core", staged / "Vtb_core")
+        shutil.copy2(build / "obj" / binary_name, staged / binary_name)
         try:
             staged.rename(cache)
         except OSError:  # another process built it first
@@ -117,6 +119,19 @@ def _verilator_binary(rtl_dir: Path, timeout: float) -> Path:
     finally:
         shutil.rmtree(build, ignore_errors=True)
     return binary
+
+
+def _verilator_binary(rtl_dir: Path, timeout: float) -> Path:
+    """Build (or reuse) the Verilator executable for the sources in ``rtl_dir``."""
+    digest = hashlib.sha256()
+    for name in (*CORE_SOURCES, "snnc_config.vh"):
+        digest.update((rtl_dir / name).read_bytes())
+    return cached_verilator_build(
+        digest.hexdigest()[:20], "Vtb_core",
+        lambda obj: ["--binary", "-j", "2", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", "tb_core",
+                     f"-I{rtl_dir}", "--Mdir", str(obj), "-o", "Vtb_core", "-CFLAGS", "-O1",
+                     *(str(rtl_dir / name) for name in CORE_SOURCES)],
+        timeout, "verilator build")
 
 
 def simulate(rtl_dir: Path, stimulus: np.ndarray, n_neurons: int, record_state: bool,
